@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command. Does every piece of set-up itself, on a fresh Debian
+# machine with a Docker engine, then runs every test and cleans up:
+#   1. makes the base image from Debian's packages (images/bootstrap-base.sh);
+#   2. starts a throwaway Postgres on a free port, unless DATABASE_URL is set;
+#   3. builds the crate and the runtime images (ol images);
+#   4. runs the unit and integration tests (real Docker, real Postgres);
+#   5. removes the test containers, network and database cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+trap 'ol_cleanup_tests; ol_stop_postgres' EXIT
+
+export OL_BASE_IMAGE="${OL_BASE_IMAGE:-$(images/bootstrap-base.sh | tail -n1)}"
+ol_start_postgres
+step "building the crate"
+cargo build --all-targets --locked
+step "building the runtime images (only when missing)"
+./target/debug/ol images
+step "running the tests"
+export OL_TEST_NETWORK="openlambda-test"
+cargo test --locked -- --test-threads="${OL_TEST_THREADS:-4}"

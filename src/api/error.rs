@@ -1,0 +1,89 @@
+//! The one error type of the HTTP API: `{"error": {"code", "message"}}`.
+//!
+//! Caller mistakes get a 4xx and a message that says how to fix them.
+//! Platform faults are logged in full and answered with a 5xx that gives no
+//! internals away.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// The exception type, for handler errors.
+    pub kind: Option<String>,
+    /// Seconds, for 429.
+    pub retry_after: Option<u64>,
+    /// Allowed methods, for 405.
+    pub allow: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            kind: None,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn function_not_found(name: &str) -> Self {
+        Self::not_found(format!(
+            "no function named {name:?}; deploy it with PUT /api/v1/functions/{name}"
+        ))
+    }
+
+    /// Logs the cause; the caller only learns that it was our fault.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the manager's log has the details",
+        )
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(format!("database: {e}"))
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(format!("{e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(kind) = &self.kind {
+            error["type"] = json!(kind);
+        }
+        let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let headers = response.headers_mut();
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(allow) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            headers.insert(header::ALLOW, allow);
+        }
+        response
+    }
+}

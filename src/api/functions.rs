@@ -1,0 +1,235 @@
+//! `/api/v1/functions`: deploy, list, show, delete, and a function's records.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::code::{self, CodeError, MAX_ZIP_BYTES};
+use crate::manifest::FunctionName;
+use crate::store::functions::{self as store, Function};
+use crate::store::invocations;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/functions", get(list))
+        .route("/functions/{name}", get(show).put(deploy).delete(delete))
+        .route("/functions/{name}/invocations", get(recent_invocations))
+}
+
+/// A function as the API shows it.
+#[derive(Serialize)]
+struct FunctionView {
+    name: String,
+    version: String,
+    runtime: String,
+    handler: String,
+    memory_mb: i32,
+    timeout_ms: i64,
+    environment: serde_json::Value,
+    http_methods: Option<Vec<String>>,
+    url: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl FunctionView {
+    fn new(f: Function, base: &str) -> Self {
+        Self {
+            url: format!("{base}/fn/{}", f.name),
+            environment: json!(f.environment.0),
+            name: f.name,
+            version: f.version,
+            runtime: f.runtime,
+            handler: f.handler,
+            memory_mb: f.memory_mb,
+            timeout_ms: f.timeout_ms,
+            http_methods: f.http_methods,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+        }
+    }
+}
+
+/// `http://host:port` as the caller reached us, for the function URL.
+fn base_url(headers: &HeaderMap, state: &AppState) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| state.settings.listen.to_string());
+    format!("http://{host}")
+}
+
+fn parse_name(raw: &str) -> Result<FunctionName, ApiError> {
+    FunctionName::parse(raw).map_err(|m| ApiError::bad_request("invalid_name", m))
+}
+
+async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<FunctionView>), ApiError> {
+    let name = parse_name(&name)?;
+    let zip = axum::body::to_bytes(body, MAX_ZIP_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the zip is over 50 MiB; leave out what the handler does not need \
+                 (tests, caches, large data files)",
+            )
+        })?;
+    if zip.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the body is empty; send the zip as the body, e.g. \
+             curl -X PUT --data-binary @hello.zip -H 'Content-Type: application/zip' ...",
+        ));
+    }
+
+    // Every check runs in memory before anything is written.
+    let (zip, inspected) = tokio::task::spawn_blocking(move || {
+        let inspected = code::inspect(&zip);
+        (zip, inspected)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let inspected = inspected.map_err(|e| {
+        let code = match e {
+            CodeError::NotZip(_) => "not_a_zip",
+            CodeError::TooLarge(_) | CodeError::TooLargeUnzipped(_) => "too_large",
+            CodeError::AbsolutePath(_) | CodeError::ParentDir(_) | CodeError::Symlink(_) => {
+                "unsafe_path"
+            }
+            CodeError::BadEntry(..) => "bad_zip_entry",
+            CodeError::NoHandler { .. } => "handler_not_found",
+            CodeError::Manifest(_) => "invalid_manifest",
+        };
+        let status = match e {
+            CodeError::TooLarge(_) | CodeError::TooLargeUnzipped(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, code, e.to_string())
+    })?;
+
+    let store_code = state.code.clone();
+    let (zip, inspected, created_dir) = tokio::task::spawn_blocking(move || {
+        let created = store_code.unpack(&zip, &inspected);
+        (zip, inspected, created)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let created_dir = created_dir?;
+
+    let stored = async {
+        let mut tx = state.db.begin().await?;
+        let result = store::deploy(
+            &mut tx,
+            name.as_str(),
+            &inspected.sha256,
+            &zip,
+            &inspected.manifest,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(result)
+    }
+    .await;
+    let (function, created) = match stored {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing half-stored: take back the directory this deploy made.
+            if created_dir {
+                state.code.remove(&inspected.sha256);
+            }
+            return Err(e.into());
+        }
+    };
+    state.catalog.invalidate(name.as_str());
+    // Containers of the old version go; the next call starts the new one.
+    state.pool.evict(name.as_str());
+    tracing::info!(function = %name, version = %function.version, created, "deployed");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(FunctionView::new(function, &base_url(&headers, &state))),
+    ))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let base = base_url(&headers, &state);
+    let functions: Vec<_> = store::list(&state.db)
+        .await?
+        .into_iter()
+        .map(|f| FunctionView::new(f, &base))
+        .collect();
+    Ok(Json(json!({ "functions": functions })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<FunctionView>, ApiError> {
+    let name = parse_name(&name)?;
+    let function = store::get(&state.db, name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::function_not_found(name.as_str()))?;
+    Ok(Json(FunctionView::new(
+        function,
+        &base_url(&headers, &state),
+    )))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = parse_name(&name)?;
+    if !store::delete(&state.db, name.as_str()).await? {
+        return Err(ApiError::function_not_found(name.as_str()));
+    }
+    state.catalog.invalidate(name.as_str());
+    state.pool.evict(name.as_str());
+    tracing::info!(function = %name, "deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct RecentQuery {
+    limit: Option<i64>,
+}
+
+async fn recent_invocations(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<RecentQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit={limit} is out of range; use 1 to 1000"),
+        ));
+    }
+    let records = invocations::recent(&state.db, name.as_str(), limit).await?;
+    Ok(Json(json!({ "invocations": records })))
+}

@@ -1,0 +1,134 @@
+//! Wiring: builds every part from the settings and runs the HTTP server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bollard::Docker;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::catalog::Catalog;
+use crate::code::CodeStore;
+use crate::config::Settings;
+use crate::images;
+use crate::manifest::Runtime;
+use crate::pool::Pool;
+use crate::sandbox::Sandboxes;
+use crate::store;
+
+/// Containers one function may have at once (scale-out limit).
+const MAX_CONTAINERS_PER_FUNCTION: usize = 100;
+
+/// Shared by every request handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    pub code: CodeStore,
+    pub catalog: Catalog,
+    pub sandboxes: Sandboxes,
+    pub pool: Pool,
+}
+
+/// A manager ready to serve: database migrated, images built, port bound.
+pub struct Application {
+    state: AppState,
+    listener: TcpListener,
+}
+
+/// Connects to the local Docker engine at the API version it speaks.
+pub async fn connect_docker() -> anyhow::Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().context(
+        "connecting to the Docker engine (is DOCKER_HOST or /var/run/docker.sock right?)",
+    )?;
+    docker
+        .negotiate_version()
+        .await
+        .context("talking to the Docker engine; is it running, and may this user use it?")
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating OL_DATA_DIR {}", settings.data_dir.display()))?;
+        let db = store::connect(&settings.database_url).await?;
+        let docker = connect_docker().await?;
+        let python_image = images::ensure(&docker, &settings.base_image, Runtime::Python).await?;
+        let sandboxes = Sandboxes::new(docker, settings.clone(), python_image);
+        sandboxes.ensure_network().await?;
+        let left = sandboxes.remove_leftovers().await?;
+        if left > 0 {
+            tracing::info!(
+                containers = left,
+                "removed containers left by an earlier run"
+            );
+        }
+        let code = CodeStore::new(&settings.data_dir);
+        let pool = Pool::new(
+            sandboxes.clone(),
+            settings.pool.clone(),
+            MAX_CONTAINERS_PER_FUNCTION,
+        );
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;
+        let state = AppState {
+            catalog: Catalog::new(db.clone(), code.clone()),
+            settings,
+            db,
+            code,
+            sandboxes,
+            pool,
+        };
+        Ok(Self { state, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, lets calls in flight finish, then
+    /// removes every container this manager started.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = crate::api::router(self.state.clone());
+        tracing::info!(addr = %self.local_addr(), "openlambda manager listening");
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.state.pool.shutdown().await;
+        self.state.db.close().await;
+        served.context("serving HTTP")
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing calls in flight, then removing containers");
+}

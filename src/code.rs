@@ -1,0 +1,359 @@
+//! Zip intake and the content-addressed code store.
+//!
+//! [`inspect`] checks an upload entirely in memory: it writes nothing, so a
+//! rejected upload leaves nothing behind. [`CodeStore::unpack`] then puts an
+//! accepted zip at `{data_dir}/code/{sha256}/`, atomically (unpack into a
+//! temporary directory, then rename), so a reader never sees half a tree.
+
+use std::io::{Cursor, Read};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use zip::ZipArchive;
+
+use crate::manifest::Manifest;
+
+pub const MAX_ZIP_BYTES: usize = 50 * 1024 * 1024;
+pub const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
+const MANIFEST_FILE: &str = "ol.yaml";
+
+/// Why an upload was refused; every message says how to fix it.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CodeError {
+    #[error(
+        "the body is not a zip archive ({0}); upload the zip with Content-Type: application/zip"
+    )]
+    NotZip(String),
+    #[error("the zip is {0} bytes; the limit is 50 MiB zipped")]
+    TooLarge(usize),
+    #[error("the zip unpacks to {0} bytes; the limit is 250 MiB unzipped")]
+    TooLargeUnzipped(u64),
+    #[error("zip entry {0:?} has an absolute path; zip the folder's contents with relative paths")]
+    AbsolutePath(String),
+    #[error("zip entry {0:?} leaves the folder with '..'; zip the folder's contents with relative paths")]
+    ParentDir(String),
+    #[error(
+        "zip entry {0:?} is a symlink; symlinks are not allowed, put the file itself in the zip"
+    )]
+    Symlink(String),
+    #[error("zip entry {0:?} is not readable: {1}")]
+    BadEntry(String, String),
+    #[error("handler file {wanted} not found in the zip; found: {found}. Add {wanted}, or name your handler in ol.yaml (handler: module.function)")]
+    NoHandler { wanted: String, found: String },
+    #[error("{0}")]
+    Manifest(String),
+}
+
+/// An upload that passed every check.
+#[derive(Debug)]
+pub struct Inspected {
+    /// sha256 of the zip, hex: the code version.
+    pub sha256: String,
+    pub manifest: Manifest,
+    /// A folder every entry sits in (`hello/` when the folder itself was
+    /// zipped), stripped when unpacking; empty when the files are at the top.
+    pub strip_prefix: String,
+    pub unzipped_bytes: u64,
+}
+
+/// Checks an uploaded zip without writing anything.
+pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
+    if zip.len() > MAX_ZIP_BYTES {
+        return Err(CodeError::TooLarge(zip.len()));
+    }
+    let mut archive =
+        ZipArchive::new(Cursor::new(zip)).map_err(|e| CodeError::NotZip(e.to_string()))?;
+    let mut names = Vec::with_capacity(archive.len());
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| CodeError::NotZip(e.to_string()))?;
+        let name = entry
+            .name()
+            .map_err(|e| CodeError::BadEntry(format!("#{i}"), e.to_string()))?
+            .into_owned();
+        check_entry_path(&name)?;
+        if entry.is_symlink() {
+            return Err(CodeError::Symlink(name));
+        }
+        total = total.saturating_add(entry.size());
+        if total > MAX_UNZIPPED_BYTES {
+            return Err(CodeError::TooLargeUnzipped(total));
+        }
+        if !entry.is_dir() {
+            names.push(name);
+        }
+    }
+    let strip_prefix = common_folder(&names);
+    let files: Vec<&str> = names.iter().map(|n| &n[strip_prefix.len()..]).collect();
+
+    let manifest = match files.iter().position(|f| *f == MANIFEST_FILE) {
+        None => Manifest::default(),
+        Some(i) => {
+            let yaml = read_entry(&mut archive, &names[i], 1024 * 1024)?;
+            let text = String::from_utf8(yaml)
+                .map_err(|_| CodeError::Manifest("ol.yaml is not UTF-8 text".into()))?;
+            Manifest::parse(&text).map_err(CodeError::Manifest)?
+        }
+    };
+    let wanted = manifest.handler_file();
+    if !files.contains(&wanted.as_str()) {
+        let mut found: Vec<&str> = files.clone();
+        found.sort_unstable();
+        found.truncate(20);
+        let found = if found.is_empty() {
+            "nothing (the zip is empty)".to_string()
+        } else {
+            found.join(", ")
+        };
+        return Err(CodeError::NoHandler { wanted, found });
+    }
+    Ok(Inspected {
+        sha256: hex_sha256(zip),
+        manifest,
+        strip_prefix,
+        unzipped_bytes: total,
+    })
+}
+
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check_entry_path(name: &str) -> Result<(), CodeError> {
+    let looks_absolute =
+        name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':');
+    if looks_absolute {
+        return Err(CodeError::AbsolutePath(name.to_string()));
+    }
+    if name.split(['/', '\\']).any(|part| part == "..") {
+        return Err(CodeError::ParentDir(name.to_string()));
+    }
+    Ok(())
+}
+
+/// The single folder that holds every file, with its trailing `/`, if any.
+fn common_folder(files: &[String]) -> String {
+    let Some(first) = files.first() else {
+        return String::new();
+    };
+    let Some((top, _)) = first.split_once('/') else {
+        return String::new();
+    };
+    let prefix = format!("{top}/");
+    if files.iter().all(|f| f.starts_with(&prefix)) {
+        prefix
+    } else {
+        String::new()
+    }
+}
+
+fn read_entry(
+    archive: &mut ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>, CodeError> {
+    let entry = archive
+        .by_name(name)
+        .map_err(|e| CodeError::BadEntry(name.to_string(), e.to_string()))?;
+    let mut buf = Vec::new();
+    entry
+        .take(limit)
+        .read_to_end(&mut buf)
+        .map_err(|e| CodeError::BadEntry(name.to_string(), e.to_string()))?;
+    Ok(buf)
+}
+
+/// Unpacked code versions under `{data_dir}/code/{sha256}/`.
+#[derive(Clone, Debug)]
+pub struct CodeStore {
+    root: PathBuf,
+}
+
+impl CodeStore {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("code"),
+        }
+    }
+
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.root.join(sha256)
+    }
+
+    /// Unpacks a zip that [`inspect`] accepted. Returns whether this call
+    /// created the directory (so a failed deploy can take it back).
+    pub fn unpack(&self, zip: &[u8], inspected: &Inspected) -> anyhow::Result<bool> {
+        use anyhow::Context;
+        let dest = self.path(&inspected.sha256);
+        if dest.is_dir() {
+            return Ok(false);
+        }
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let tmp = self.root.join(format!(
+            ".tmp-{}-{}",
+            &inspected.sha256[..12],
+            uuid::Uuid::new_v4().simple()
+        ));
+        let result = unpack_into(zip, inspected, &tmp).and_then(|()| {
+            match std::fs::rename(&tmp, &dest) {
+                Ok(()) => Ok(true),
+                // Another deploy of the same zip won the race: same content.
+                Err(_) if dest.is_dir() => Ok(false),
+                Err(e) => Err(e).with_context(|| format!("renaming into {}", dest.display())),
+            }
+        });
+        if tmp.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// Removes an unpacked version (after a deploy that failed later on).
+    pub fn remove(&self, sha256: &str) {
+        let _ = std::fs::remove_dir_all(self.path(sha256));
+    }
+}
+
+fn unpack_into(zip: &[u8], inspected: &Inspected, dest: &Path) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    use std::os::unix::fs::PermissionsExt;
+    let mut archive = ZipArchive::new(Cursor::new(zip))?;
+    std::fs::create_dir_all(dest)?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
+    let mut written: u64 = 0;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        let name = entry.name()?.into_owned();
+        let Some(rel) = name.strip_prefix(&inspected.strip_prefix) else {
+            continue;
+        };
+        let rel = Path::new(rel);
+        // Already checked by inspect(); checked again where it matters.
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            bail!("zip entry {name:?} has an unsafe path");
+        }
+        let path = dest.join(rel);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&path)?;
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut out =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        // The declared size may lie (zip bombs): count what is really written.
+        let n = std::io::copy(
+            &mut (&mut entry).take(MAX_UNZIPPED_BYTES - written + 1),
+            &mut out,
+        )?;
+        written += n;
+        if written > MAX_UNZIPPED_BYTES {
+            bail!(CodeError::TooLargeUnzipped(written));
+        }
+        // Readable by the container's unprivileged user; never writable by it.
+        let exec = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+
+    fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, body) in files {
+            w.start_file(*name, SimpleFileOptions::default()).unwrap();
+            w.write_all(body.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn accepts_a_plain_handler() {
+        let zip = zip_of(&[("f.py", "def f(event):\n    return event\n")]);
+        let i = inspect(&zip).unwrap();
+        assert_eq!(i.sha256, hex_sha256(&zip));
+        assert_eq!(i.strip_prefix, "");
+    }
+
+    #[test]
+    fn strips_a_zipped_folder() {
+        let zip = zip_of(&[("hello/f.py", "x"), ("hello/lib/u.py", "y")]);
+        assert_eq!(inspect(&zip).unwrap().strip_prefix, "hello/");
+    }
+
+    #[test]
+    fn refuses_bad_archives() {
+        assert!(matches!(inspect(b"hello"), Err(CodeError::NotZip(_))));
+        let err = inspect(&zip_of(&[("main.py", "x"), ("util.py", "y")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "handler file f.py not found in the zip; found: main.py, util.py. \
+             Add f.py, or name your handler in ol.yaml (handler: module.function)"
+        );
+        assert!(matches!(
+            inspect(&zip_of(&[("f.py", "x"), ("../evil", "x")])),
+            Err(CodeError::ParentDir(_))
+        ));
+        assert!(matches!(
+            inspect(&zip_of(&[("f.py", "x"), ("/etc/evil", "x")])),
+            Err(CodeError::AbsolutePath(_))
+        ));
+        assert!(matches!(
+            inspect(&zip_of(&[("f.py", "x"), ("ol.yaml", "memory_mb: 1")])),
+            Err(CodeError::Manifest(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_symlinks() {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        w.start_file("f.py", SimpleFileOptions::default()).unwrap();
+        w.add_symlink("link", "/etc/passwd", SimpleFileOptions::default())
+            .unwrap();
+        let zip = w.finish().unwrap().into_inner();
+        assert_eq!(
+            inspect(&zip).unwrap_err(),
+            CodeError::Symlink("link".into())
+        );
+    }
+
+    #[test]
+    fn manifest_names_the_handler() {
+        let zip = zip_of(&[("ol.yaml", "handler: main.handle"), ("main.py", "x")]);
+        assert_eq!(inspect(&zip).unwrap().manifest.handler, "main.handle");
+    }
+
+    #[test]
+    fn unpacks_atomically_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CodeStore::new(dir.path());
+        let zip = zip_of(&[("app/f.py", "def f(e): return 1"), ("app/sub/x.txt", "x")]);
+        let i = inspect(&zip).unwrap();
+        assert!(store.unpack(&zip, &i).unwrap());
+        assert!(!store.unpack(&zip, &i).unwrap());
+        let root = store.path(&i.sha256);
+        assert!(root.join("f.py").is_file());
+        assert!(root.join("sub/x.txt").is_file());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("code"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from(&i.sha256)]);
+    }
+}

@@ -1,0 +1,37 @@
+//! openlambda: a serverless platform on Docker, after the OpenLambda paper
+//! ("Serverless Computation with OpenLambda", HotCloud 2016).
+//!
+//! A developer uploads a zip holding a handler and gets a URL; every call
+//! runs the handler in an isolated container, kept warm (then paused)
+//! between calls, and is metered and billed by memory and time.
+//!
+//! # Layout
+//!
+//! - [`app`]: wiring; builds every part from the [`config`] and serves HTTP.
+//! - [`api`]: the HTTP API: `/api/v1` management, function URLs, health.
+//! - [`call`]: one call end to end: lease, invoke, meter.
+//! - [`catalog`]: function metadata for the call path, cached over Postgres.
+//! - [`code`]: zip intake (every check before anything is written) and the
+//!   content-addressed code store.
+//! - [`manifest`]: function names and `ol.yaml`.
+//! - [`images`]: runtime images, built from embedded contexts, tagged by digest.
+//! - [`sandbox`]: one container: create, load, invoke over its Unix socket,
+//!   pause, remove.
+//! - [`pool`]: leases on containers, scale-out, pause after grace, keep-alive.
+//! - [`meter`]: the billing formula.
+//! - [`store`]: Postgres tables, one file per table family.
+//! - [`cli`]: the `ol` command.
+
+pub mod api;
+pub mod app;
+pub mod call;
+pub mod catalog;
+pub mod cli;
+pub mod code;
+pub mod config;
+pub mod images;
+pub mod manifest;
+pub mod meter;
+pub mod pool;
+pub mod sandbox;
+pub mod store;

@@ -1,0 +1,316 @@
+//! What a function is: its name and the `ol.yaml` in its zip.
+//!
+//! Parse, don't validate: a [`FunctionName`] or a [`Manifest`] that exists is
+//! valid, and every error says what to change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A function's name: lowercase letters, digits and `-`, 1 to 63 characters,
+/// starting with a letter or digit (it is part of URLs and container names).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct FunctionName(String);
+
+impl FunctionName {
+    pub const MAX_LEN: usize = 63;
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let hint =
+            "use lowercase letters, digits and '-' (at most 63 characters), e.g. hello-world";
+        if raw.is_empty() {
+            return Err(format!("function name is empty; {hint}"));
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(format!(
+                "function name is {} characters long; {hint}",
+                raw.len()
+            ));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(format!("function name {raw:?} contains {bad:?}; {hint}"));
+        }
+        if raw.starts_with('-') || raw.ends_with('-') {
+            return Err(format!(
+                "function name {raw:?} starts or ends with '-'; {hint}"
+            ));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Language runtimes the platform can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Python,
+}
+
+impl Runtime {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Runtime::Python => "python",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "python" | "python3" => Ok(Runtime::Python),
+            other => Err(format!(
+                "runtime {other:?} is not supported; use runtime: python"
+            )),
+        }
+    }
+}
+
+/// The function's settings after `ol.yaml` and the defaults are applied.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Manifest {
+    pub runtime: Runtime,
+    /// `module.function`, e.g. `f.f` (the default) for `def f(event)` in `f.py`.
+    pub handler: String,
+    pub memory_mb: u32,
+    pub timeout_ms: u64,
+    pub environment: BTreeMap<String, String>,
+    /// HTTP methods the function URL accepts; `None` means any.
+    pub http_methods: Option<Vec<String>>,
+}
+
+pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 64..=10_240;
+pub const TIMEOUT_S_RANGE: std::ops::RangeInclusive<u64> = 1..=900;
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            runtime: Runtime::Python,
+            handler: "f.f".to_string(),
+            memory_mb: 128,
+            timeout_ms: 30_000,
+            environment: BTreeMap::new(),
+            http_methods: None,
+        }
+    }
+}
+
+/// `ol.yaml` as written; unknown keys are rejected, not ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    runtime: Option<String>,
+    handler: Option<String>,
+    memory_mb: Option<u32>,
+    timeout_s: Option<u64>,
+    environment: Option<BTreeMap<String, serde_yaml::Value>>,
+    triggers: Option<RawTriggers>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    http: Option<Vec<RawHttpTrigger>>,
+}
+
+/// Either `- GET` or, as OpenLambda writes it, `- method: GET`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawHttpTrigger {
+    Method(String),
+    Detailed { method: String },
+}
+
+impl Manifest {
+    /// Parses `ol.yaml`; an empty file gives the defaults.
+    pub fn parse(yaml: &str) -> Result<Self, String> {
+        let raw: RawManifest = if yaml.trim().is_empty() {
+            RawManifest::default()
+        } else {
+            serde_yaml::from_str(yaml).map_err(|e| format!("ol.yaml is not valid: {e}"))?
+        };
+        let mut m = Manifest::default();
+        if let Some(runtime) = raw.runtime {
+            m.runtime = Runtime::parse(&runtime).map_err(|e| format!("ol.yaml: {e}"))?;
+        }
+        if let Some(handler) = raw.handler {
+            m.handler = parse_handler(&handler)?;
+        }
+        if let Some(mb) = raw.memory_mb {
+            if !MEMORY_MB_RANGE.contains(&mb) {
+                return Err(format!(
+                    "ol.yaml: memory_mb {mb} is out of range; use {} to {}",
+                    MEMORY_MB_RANGE.start(),
+                    MEMORY_MB_RANGE.end()
+                ));
+            }
+            m.memory_mb = mb;
+        }
+        if let Some(s) = raw.timeout_s {
+            if !TIMEOUT_S_RANGE.contains(&s) {
+                return Err(format!(
+                    "ol.yaml: timeout_s {s} is out of range; use {} to {} seconds",
+                    TIMEOUT_S_RANGE.start(),
+                    TIMEOUT_S_RANGE.end()
+                ));
+            }
+            m.timeout_ms = s * 1000;
+        }
+        for (key, value) in raw.environment.unwrap_or_default() {
+            if !is_env_name(&key) {
+                return Err(format!(
+                    "ol.yaml: environment variable name {key:?} is not valid; \
+                     use letters, digits and '_', not starting with a digit"
+                ));
+            }
+            let value = match value {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(format!(
+                        "ol.yaml: environment.{key} must be a string, number or boolean"
+                    ))
+                }
+            };
+            m.environment.insert(key, value);
+        }
+        if let Some(http) = raw.triggers.and_then(|t| t.http) {
+            let mut methods = Vec::new();
+            for trigger in http {
+                let method = match trigger {
+                    RawHttpTrigger::Method(m) | RawHttpTrigger::Detailed { method: m } => m,
+                };
+                let upper = method.to_ascii_uppercase();
+                const KNOWN: [&str; 7] =
+                    ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+                if !KNOWN.contains(&upper.as_str()) {
+                    return Err(format!(
+                        "ol.yaml: triggers.http method {method:?} is not known; use one of {}",
+                        KNOWN.join(", ")
+                    ));
+                }
+                if !methods.contains(&upper) {
+                    methods.push(upper);
+                }
+            }
+            m.http_methods = Some(methods);
+        }
+        Ok(m)
+    }
+
+    /// The file the handler's module lives in, e.g. `f.py` for `f.f`.
+    pub fn handler_file(&self) -> String {
+        let (module, _) = self.handler_parts();
+        format!("{}.py", module.replace('.', "/"))
+    }
+
+    /// (`module`, `function`) of the handler.
+    pub fn handler_parts(&self) -> (&str, &str) {
+        self.handler
+            .rsplit_once('.')
+            .expect("handler was parsed as module.function")
+    }
+}
+
+fn parse_handler(raw: &str) -> Result<String, String> {
+    let hint = "write handler as module.function, e.g. handler: main.handle for def handle(event) in main.py";
+    let Some((module, function)) = raw.rsplit_once('.') else {
+        return Err(format!("ol.yaml: handler {raw:?} names no module; {hint}"));
+    };
+    let module = module.strip_suffix(".py").unwrap_or(module);
+    let ident = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if !module.split('.').all(ident) || !ident(function) {
+        return Err(format!("ol.yaml: handler {raw:?} is not valid; {hint}"));
+    }
+    Ok(format!("{module}.{function}"))
+}
+
+fn is_env_name(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(FunctionName::parse("hello-world-2").is_ok());
+        assert!(FunctionName::parse(&"a".repeat(63)).is_ok());
+        assert!(FunctionName::parse(&"a".repeat(64)).is_err());
+        assert!(FunctionName::parse("").is_err());
+        assert!(FunctionName::parse("Hello").unwrap_err().contains("'H'"));
+        assert!(FunctionName::parse("a_b").is_err());
+        assert!(FunctionName::parse("-a").is_err());
+        assert!(FunctionName::parse("a/b").is_err());
+    }
+
+    #[test]
+    fn empty_manifest_gives_defaults() {
+        let m = Manifest::parse("").unwrap();
+        assert_eq!(m, Manifest::default());
+        assert_eq!(m.handler_file(), "f.py");
+        assert_eq!(m.handler_parts(), ("f", "f"));
+    }
+
+    #[test]
+    fn full_manifest() {
+        let m = Manifest::parse(
+            "runtime: python\nhandler: app.main.handle\nmemory_mb: 256\ntimeout_s: 5\n\
+             environment:\n  GREETING: hi\n  N: 3\ntriggers:\n  http:\n    - method: get\n    - POST\n",
+        )
+        .unwrap();
+        assert_eq!(m.handler, "app.main.handle");
+        assert_eq!(m.handler_file(), "app/main.py");
+        assert_eq!(m.memory_mb, 256);
+        assert_eq!(m.timeout_ms, 5000);
+        assert_eq!(m.environment["N"], "3");
+        assert_eq!(m.http_methods, Some(vec!["GET".into(), "POST".into()]));
+    }
+
+    #[test]
+    fn handler_may_name_the_file() {
+        assert_eq!(
+            Manifest::parse("handler: main.py.f").unwrap().handler,
+            "main.f"
+        );
+    }
+
+    #[test]
+    fn bad_manifests_say_what_to_fix() {
+        for (yaml, needle) in [
+            ("memory_mb: 1", "memory_mb 1 is out of range"),
+            ("timeout_s: 0", "timeout_s 0 is out of range"),
+            ("colour: red", "unknown field `colour`"),
+            ("runtime: cobol", "not supported"),
+            ("handler: f", "names no module"),
+            ("handler: 1x.f", "not valid"),
+            ("environment:\n  1X: a", "not valid"),
+            ("environment:\n  X: [1]", "string, number or boolean"),
+            ("triggers:\n  http: [FETCH]", "not known"),
+            (": : :", "not valid"),
+        ] {
+            let err = Manifest::parse(yaml).unwrap_err();
+            assert!(err.contains(needle), "{yaml:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! One container's place in the pool and its lifecycle.
+//!
+//! ```text
+//!  (creating) ──► busy ──► idle ──► pausing ──► paused ──► unpausing ──► busy
+//!                  ▲        │          │                        │
+//!                  └────────┘          └──(pause failed)► idle  └─(failed)► removing
+//! ```
+//! Any phase but busy may end in removal (keep-alive, update, delete).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::sandbox::Sandbox;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Serving a call (leased).
+    Busy,
+    /// Running, free for the next call.
+    Idle,
+    /// `docker pause` under way.
+    Pausing,
+    /// Frozen: costs no CPU; unpaused for the next call.
+    Paused,
+    /// `docker unpause` under way, for a call that has taken it.
+    Unpausing,
+}
+
+impl Phase {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Phase::Busy => "busy",
+            Phase::Idle => "idle",
+            Phase::Pausing => "pausing",
+            Phase::Paused => "paused",
+            Phase::Unpausing => "unpausing",
+        }
+    }
+}
+
+pub(super) struct Worker {
+    pub sandbox: Arc<Sandbox>,
+    pub phase: Phase,
+    /// When its last call ended (or it was created): orders reuse and expiry.
+    pub last_used: Instant,
+    /// Bumped at each release, so a pause timer only acts on the idle spell
+    /// that started it.
+    pub generation: u64,
+}
+
+impl Worker {
+    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+        Self {
+            sandbox,
+            phase: Phase::Busy,
+            last_used: Instant::now(),
+            generation: 0,
+        }
+    }
+
+    pub fn set_phase(&mut self, function: &str, phase: Phase) {
+        tracing::debug!(
+            function,
+            sandbox = %self.sandbox.id,
+            "{} -> {}",
+            self.phase.as_str(),
+            phase.as_str()
+        );
+        self.phase = phase;
+    }
+}

@@ -1,0 +1,509 @@
+//! The sandbox layer: one function container, its directory, and the runtime
+//! server inside it, reached over HTTP on a Unix socket.
+//!
+//! A sandbox is `{data_dir}/sandboxes/{id}/`, mounted at `/host` in the
+//! container. The runtime server listens on `/host/ol.sock`; the function's
+//! code is linked into `/host/code` before it is loaded. No port is published
+//! and no container IP is needed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+use crate::config::Settings;
+use crate::store::functions::Function;
+
+pub const LABEL_FUNCTION: &str = "openlambda.function";
+pub const LABEL_SANDBOX: &str = "openlambda.sandbox";
+pub const LABEL_INSTANCE: &str = "openlambda.instance";
+pub const LABEL_VERSION: &str = "openlambda.version";
+const SOCKET: &str = "ol.sock";
+
+/// A running (or paused) function container.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Our id for it; also its directory's name.
+    pub id: String,
+    pub container_id: String,
+    pub dir: PathBuf,
+    pub function: String,
+    pub version: String,
+    pub memory_mb: i32,
+}
+
+impl Sandbox {
+    fn socket(&self) -> PathBuf {
+        self.dir.join(SOCKET)
+    }
+}
+
+/// What the runtime server answered.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Why a call did not get an answer from the handler.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("the call exceeded the function's timeout of {0:?}")]
+    Timeout(Duration),
+    #[error("the function exceeded its memory limit of {0} MB and was killed")]
+    OutOfMemory(i32),
+    #[error("the function's container stopped: {0}")]
+    Crashed(String),
+    #[error("the handler could not be loaded: {kind}: {message}")]
+    Load { kind: String, message: String },
+    #[error(transparent)]
+    Platform(#[from] anyhow::Error),
+}
+
+/// Starts, drives and removes sandboxes on the Docker engine.
+#[derive(Clone)]
+pub struct Sandboxes {
+    docker: Docker,
+    settings: Arc<Settings>,
+    root: PathBuf,
+    python_image: String,
+}
+
+impl Sandboxes {
+    pub fn new(docker: Docker, settings: Arc<Settings>, python_image: String) -> Self {
+        let root = settings.data_dir.join("sandboxes");
+        Self {
+            docker,
+            settings,
+            root,
+            python_image,
+        }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Creates the function network if missing: a bridge without traffic
+    /// between containers (functions cannot reach each other).
+    pub async fn ensure_network(&self) -> anyhow::Result<()> {
+        let name = &self.settings.network;
+        if self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_icc".to_string(),
+                "false".to_string(),
+            )])),
+            labels: Some(HashMap::from([(
+                "openlambda.network".to_string(),
+                "1".to_string(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another manager made it meanwhile.
+            Err(_)
+                if self
+                    .docker
+                    .inspect_network(
+                        name,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )
+                    .await
+                    .is_ok() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("creating docker network {name}")),
+        }
+    }
+
+    /// Creates and starts a container for `function`, links its code in and
+    /// loads the handler. Returns the sandbox and the time the load took.
+    pub async fn start(
+        &self,
+        function: &Function,
+        code_dir: &Path,
+    ) -> Result<(Sandbox, Duration), Failure> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        let dir = self.root.join(&id);
+        prepare_dir(&dir, code_dir).context("preparing the sandbox directory")?;
+        let mut sandbox = Sandbox {
+            id,
+            container_id: String::new(),
+            dir,
+            function: function.name.clone(),
+            version: function.version.clone(),
+            memory_mb: function.memory_mb,
+        };
+        match self.create_and_load(&mut sandbox, function).await {
+            Ok(load_time) => Ok((sandbox, load_time)),
+            Err(e) => {
+                self.remove(&sandbox).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_and_load(
+        &self,
+        sandbox: &mut Sandbox,
+        function: &Function,
+    ) -> Result<Duration, Failure> {
+        let pool = &self.settings.pool;
+        let memory = i64::from(sandbox.memory_mb) * 1024 * 1024;
+        let labels = HashMap::from([
+            (LABEL_FUNCTION.to_string(), function.name.clone()),
+            (LABEL_SANDBOX.to_string(), sandbox.id.clone()),
+            (LABEL_INSTANCE.to_string(), self.settings.instance.clone()),
+            (LABEL_VERSION.to_string(), function.version.clone()),
+        ]);
+        let host_config = HostConfig {
+            binds: Some(vec![format!("{}:/host", sandbox.dir.display())]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            // CPU weight in proportion to memory, as Lambda does.
+            cpu_shares: Some(i64::from(sandbox.memory_mb).clamp(2, 262_144)),
+            pids_limit: Some(pool.pids_limit),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}m", pool.tmpfs_mb),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            network_mode: Some(self.settings.network.clone()),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(self.image_for(&function.runtime)?),
+            user: Some("65534:65534".into()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!("ol-{}-{}", function.name, sandbox.id);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .context("creating the function container")?;
+        sandbox.container_id = created.id;
+        self.docker
+            .start_container(
+                &sandbox.container_id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .context("starting the function container")?;
+        let deadline = Instant::now() + pool.start_timeout;
+        self.wait_ready(sandbox, deadline).await?;
+
+        let started = Instant::now();
+        let (module, func) = function.handler.rsplit_once('.').ok_or_else(|| {
+            anyhow!(
+                "stored handler {:?} is not module.function",
+                function.handler
+            )
+        })?;
+        let spec = serde_json::json!({
+            "dir": "/host/code",
+            "module": module,
+            "function": func,
+            "env": &*function.environment,
+        });
+        let reply = tokio::time::timeout_at(
+            deadline.into(),
+            request(&sandbox.socket(), "POST", "/load", spec.to_string().into()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "loading the handler took longer than {:?}",
+                pool.start_timeout
+            )
+        })?;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => return Err(self.diagnose(sandbox, e).await),
+        };
+        if reply.status != 200 {
+            let (kind, message) = error_parts(&reply.body);
+            return Err(Failure::Load { kind, message });
+        }
+        Ok(started.elapsed())
+    }
+
+    fn image_for(&self, runtime: &str) -> anyhow::Result<String> {
+        match runtime {
+            "python" => Ok(self.python_image.clone()),
+            other => Err(anyhow!("no image for runtime {other:?}")),
+        }
+    }
+
+    /// Waits until the runtime server answers on its socket.
+    async fn wait_ready(&self, sandbox: &Sandbox, deadline: Instant) -> Result<(), Failure> {
+        let socket = sandbox.socket();
+        let mut polls = 0u32;
+        loop {
+            if socket.exists() {
+                if let Ok(reply) = request(&socket, "GET", "/health", Bytes::new()).await {
+                    if reply.status == 200 {
+                        return Ok(());
+                    }
+                }
+            }
+            polls += 1;
+            // Now and then, check that the container has not died.
+            if polls.is_multiple_of(50) {
+                if let Some(failure) = self.stopped(sandbox).await {
+                    return Err(failure);
+                }
+            }
+            if Instant::now() >= deadline {
+                let logs = self.logs_tail(sandbox).await;
+                return Err(Failure::Platform(anyhow!(
+                    "the runtime server did not come up within {:?}; its log: {logs}",
+                    self.settings.pool.start_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Sends one call's event to the handler, within `timeout`.
+    pub async fn invoke(
+        &self,
+        sandbox: &Sandbox,
+        event: Bytes,
+        timeout: Duration,
+    ) -> Result<Reply, Failure> {
+        match tokio::time::timeout(
+            timeout,
+            request(&sandbox.socket(), "POST", "/invoke", event),
+        )
+        .await
+        {
+            Err(_) => Err(Failure::Timeout(timeout)),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(self.diagnose(sandbox, e).await),
+        }
+    }
+
+    /// Explains a failed exchange with the runtime server from the
+    /// container's state: killed for memory, exited, or something else.
+    async fn diagnose(&self, sandbox: &Sandbox, error: anyhow::Error) -> Failure {
+        // The engine may take a moment to notice the process is gone.
+        for _ in 0..20 {
+            if let Some(failure) = self.stopped(sandbox).await {
+                return failure;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Failure::Platform(error.context("talking to the runtime server"))
+    }
+
+    /// `Some(reason)` when the container is no longer running.
+    async fn stopped(&self, sandbox: &Sandbox) -> Option<Failure> {
+        let inspected = match self
+            .docker
+            .inspect_container(
+                &sandbox.container_id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return Some(Failure::Crashed(format!("container is gone ({e})"))),
+        };
+        let state = inspected.state.unwrap_or_default();
+        if state.oom_killed == Some(true) {
+            return Some(Failure::OutOfMemory(sandbox.memory_mb));
+        }
+        if state.running == Some(true) {
+            return None;
+        }
+        let code = state.exit_code.unwrap_or(-1);
+        let logs = self.logs_tail(sandbox).await;
+        Some(Failure::Crashed(format!(
+            "exit code {code}; last output: {logs}"
+        )))
+    }
+
+    async fn logs_tail(&self, sandbox: &Sandbox) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("10")
+            .build();
+        let mut stream = self.docker.logs(&sandbox.container_id, Some(options));
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        let out = out.trim();
+        if out.is_empty() {
+            "(empty)".into()
+        } else {
+            out.to_string()
+        }
+    }
+
+    pub async fn pause(&self, sandbox: &Sandbox) -> anyhow::Result<()> {
+        Ok(self.docker.pause_container(&sandbox.container_id).await?)
+    }
+
+    pub async fn unpause(&self, sandbox: &Sandbox) -> anyhow::Result<()> {
+        Ok(self.docker.unpause_container(&sandbox.container_id).await?)
+    }
+
+    /// Kills and removes the container and its directory; never fails (what
+    /// cannot be removed now is found by label on the next start).
+    pub async fn remove(&self, sandbox: &Sandbox) {
+        if !sandbox.container_id.is_empty() {
+            self.remove_container(&sandbox.container_id).await;
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(&sandbox.dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %sandbox.dir.display(), error = %e, "removing sandbox directory");
+            }
+        }
+    }
+
+    async fn remove_container(&self, id: &str) {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(e) = self.docker.remove_container(id, Some(options)).await {
+            tracing::warn!(container = id, error = %e, "removing container");
+        }
+    }
+
+    /// Removes every container and sandbox directory this instance left
+    /// behind (a crash, a kill): found by the `openlambda.instance` label.
+    pub async fn remove_leftovers(&self) -> anyhow::Result<usize> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_INSTANCE}={}", self.settings.instance)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .context("listing leftover containers")?;
+        let count = containers.len();
+        futures_util::future::join_all(
+            containers
+                .iter()
+                .filter_map(|c| c.id.as_deref())
+                .map(|id| self.remove_container(id)),
+        )
+        .await;
+        if self.root.exists() {
+            let _ = tokio::fs::remove_dir_all(&self.root).await;
+        }
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        Ok(count)
+    }
+}
+
+/// Makes the sandbox directory and links the code into `code/`.
+///
+/// The directory is world-writable with the sticky bit, so the container's
+/// unprivileged user can create its socket but cannot touch the code, which
+/// stays owned by the manager and read-only to everyone else.
+fn prepare_dir(dir: &Path, code: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))?;
+    link_tree(code, &dir.join("code"))
+}
+
+/// Hard-links (or, across file systems, copies) `src` into `dst`.
+fn link_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            link_tree(&from, &to)?;
+        } else if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The runtime server's `{"error": {"type", "message"}}`, or the raw body.
+pub fn error_parts(body: &[u8]) -> (String, String) {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let field = |k: &str| {
+        error
+            .and_then(|e| e.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    (
+        field("type").unwrap_or_else(|| "Error".into()),
+        field("message").unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
+    )
+}
+
+/// One HTTP/1.1 exchange over a Unix socket (one connection per request: the
+/// runtime server serves one connection at a time).
+async fn request(socket: &Path, method: &str, path: &str, body: Bytes) -> anyhow::Result<Reply> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "sandbox")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Reply { status, body })
+}

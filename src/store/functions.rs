@@ -1,0 +1,114 @@
+//! `functions` and `code_versions`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgExecutor, Postgres, Transaction};
+
+use crate::manifest::Manifest;
+
+/// A deployed function, as stored.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Function {
+    pub name: String,
+    /// sha256 of the code zip.
+    pub version: String,
+    pub runtime: String,
+    /// `module.function`.
+    pub handler: String,
+    pub memory_mb: i32,
+    pub timeout_ms: i64,
+    pub environment: Json<BTreeMap<String, String>>,
+    /// Allowed methods on the function URL; `None` means any.
+    pub http_methods: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `SELECT` of every column of `functions`, followed by `$tail`.
+macro_rules! select_functions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT name, version, runtime, handler, memory_mb, timeout_ms, environment, ",
+            "http_methods, created_at, updated_at FROM functions ",
+            $tail
+        )
+    };
+}
+
+/// Stores a code version (once) and points the function at it.
+/// Returns the function and whether it was created (rather than updated).
+pub async fn deploy(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+    sha256: &str,
+    zip: &[u8],
+    manifest: &Manifest,
+) -> sqlx::Result<(Function, bool)> {
+    sqlx::query(
+        "INSERT INTO code_versions (sha256, zip, size_bytes) VALUES ($1, $2, $3) \
+         ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(sha256)
+    .bind(zip)
+    .bind(zip.len() as i64)
+    .execute(&mut **tx)
+    .await?;
+
+    let row: (bool,) = sqlx::query_as(
+        "INSERT INTO functions (name, version, runtime, handler, memory_mb, timeout_ms, \
+                                environment, http_methods) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (name) DO UPDATE SET \
+            version = EXCLUDED.version, runtime = EXCLUDED.runtime, \
+            handler = EXCLUDED.handler, memory_mb = EXCLUDED.memory_mb, \
+            timeout_ms = EXCLUDED.timeout_ms, environment = EXCLUDED.environment, \
+            http_methods = EXCLUDED.http_methods, updated_at = now() \
+         RETURNING (xmax = 0)",
+    )
+    .bind(name)
+    .bind(sha256)
+    .bind(manifest.runtime.as_str())
+    .bind(&manifest.handler)
+    .bind(manifest.memory_mb as i32)
+    .bind(manifest.timeout_ms as i64)
+    .bind(Json(&manifest.environment))
+    .bind(&manifest.http_methods)
+    .fetch_one(&mut **tx)
+    .await?;
+    let function = get(&mut **tx, name)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok((function, row.0))
+}
+
+pub async fn get(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<Option<Function>> {
+    sqlx::query_as(select_functions!("WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Function>> {
+    sqlx::query_as(select_functions!("ORDER BY name"))
+        .fetch_all(db)
+        .await
+}
+
+/// Deletes a function; its code versions and records stay. Returns whether it existed.
+pub async fn delete(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM functions WHERE name = $1")
+        .bind(name)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The zip of a code version, for a node that has not unpacked it yet.
+pub async fn code_zip(db: impl PgExecutor<'_>, sha256: &str) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar("SELECT zip FROM code_versions WHERE sha256 = $1")
+        .bind(sha256)
+        .fetch_optional(db)
+        .await
+}
