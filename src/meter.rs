@@ -31,7 +31,6 @@ impl Usage {
     pub fn cost(&self, prices: &BillingSettings) -> f64 {
         self.gb_seconds() * prices.price_gb_second + self.invocations as f64 * prices.price_request
     }
-
 }
 
 impl std::ops::Add for Usage {

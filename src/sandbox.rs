@@ -100,16 +100,13 @@ impl Sandboxes {
     /// Creates the function network if missing: a bridge without traffic
     /// between containers (functions cannot reach each other).
     pub async fn ensure_network(&self) -> anyhow::Result<()> {
+        // Docker does not keep network names unique: two managers in one
+        // process (tests) creating at once would make two networks.
+        static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = CREATING.lock().await;
         let name = &self.settings.network;
-        if self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-            .is_ok()
-        {
+        let inspect = None::<bollard::query_parameters::InspectNetworkOptions>;
+        if self.docker.inspect_network(name, inspect).await.is_ok() {
             return Ok(());
         }
         let request = bollard::models::NetworkCreateRequest {
@@ -125,23 +122,11 @@ impl Sandboxes {
             )])),
             ..Default::default()
         };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            // Another manager made it meanwhile.
-            Err(_)
-                if self
-                    .docker
-                    .inspect_network(
-                        name,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-                    .is_ok() =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e).with_context(|| format!("creating docker network {name}")),
-        }
+        self.docker
+            .create_network(request)
+            .await
+            .with_context(|| format!("creating docker network {name}"))?;
+        Ok(())
     }
 
     /// Creates and starts a container for `function`, links its code in and
@@ -403,8 +388,23 @@ impl Sandboxes {
             .force(true)
             .v(true)
             .build();
-        if let Err(e) = self.docker.remove_container(id, Some(options)).await {
-            tracing::warn!(container = id, error = %e, "removing container");
+        // A container that is being paused or unpaused right now can refuse
+        // removal for a moment; try again before giving up.
+        for attempt in 1..=5 {
+            match self
+                .docker
+                .remove_container(id, Some(options.clone()))
+                .await
+            {
+                Ok(()) => return,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return,
+                Err(e) if attempt == 5 => {
+                    tracing::warn!(container = id, error = %e, "could not remove container");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+            }
         }
     }
 

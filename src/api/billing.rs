@@ -96,9 +96,7 @@ async fn report(
     let prices = &state.settings.billing;
     let rows =
         invocations::usage_by_function(&state.db, start, end, query.function.as_deref()).await?;
-    let total = rows
-        .iter()
-        .fold(Usage::default(), |acc, (_, u)| acc + *u);
+    let total = rows.iter().fold(Usage::default(), |acc, (_, u)| acc + *u);
     let report = Report {
         from,
         to,

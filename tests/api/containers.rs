@@ -1,0 +1,208 @@
+//! The container each function runs in: reuse, hardening, pause, keep-alive,
+//! clean-up on stop and after a crash. Checked through the Docker API.
+
+use std::time::Duration;
+
+use bollard::query_parameters::InspectContainerOptions;
+
+use crate::helpers::{
+    eventually, labelled_containers, spawn_app, spawn_app_with, start, test_settings, ECHO,
+};
+
+async fn paused(app: &crate::helpers::TestApp, id: &str) -> bool {
+    let c = app
+        .docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    c.state.unwrap().paused == Some(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_container_is_created_on_first_call_and_reused() {
+    let app = spawn_app().await;
+    app.deploy_ok(
+        "reuse",
+        &[("f.py", "import os\ndef f(e):\n    return os.getpid()\n")],
+    )
+    .await;
+    assert!(
+        app.containers("reuse").await.is_empty(),
+        "deploying starts nothing"
+    );
+    let first = app.run("reuse", "").await.text().await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            app.run("reuse", "").await.text().await.unwrap(),
+            first,
+            "same process"
+        );
+    }
+    let containers = app.containers("reuse").await;
+    assert_eq!(containers.len(), 1);
+    let labels = containers[0].labels.clone().unwrap();
+    assert_eq!(labels["openlambda.function"], "reuse");
+    assert!(labels.contains_key("openlambda.sandbox"));
+    let cold: Vec<bool> = sqlx::query_scalar("SELECT cold FROM invocations ORDER BY started_at")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(cold, [true, false, false, false, false, false]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_are_hardened() {
+    let app = spawn_app().await;
+    let probe = r#"
+import os
+def f(event):
+    out = {"uid": os.getuid(), "gid": os.getgid()}
+    try:
+        open("/etc/owned", "w")
+        out["root_fs"] = "writable"
+    except OSError as e:
+        out["root_fs"] = type(e).__name__
+    with open("/tmp/scratch", "w") as fh:
+        fh.write("ok")
+    out["tmp"] = open("/tmp/scratch").read()
+    try:
+        open("/host/code/f.py", "a")
+        out["code"] = "writable"
+    except OSError as e:
+        out["code"] = type(e).__name__
+    with open("/proc/self/status") as fh:
+        caps = [l.split()[1] for l in fh if l.startswith("CapEff") or l.startswith("NoNewPrivs")]
+    out["cap_eff"], out["no_new_privs"] = caps[0], caps[1]
+    return out
+"#;
+    app.deploy_ok("probe", &[("f.py", probe)]).await;
+    let (status, body) = crate::helpers::json(app.run("probe", "").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["uid"], 65534, "runs as an unprivileged user");
+    assert_eq!(
+        body["root_fs"], "OSError",
+        "root file system is read-only: {body}"
+    );
+    assert_eq!(body["tmp"], "ok", "/tmp is writable");
+    assert_eq!(
+        body["code"], "PermissionError",
+        "code cannot be changed: {body}"
+    );
+    assert_eq!(body["cap_eff"], "0000000000000000", "no capabilities");
+    assert_eq!(body["no_new_privs"], "1");
+
+    let id = app.containers("probe").await[0].id.clone().unwrap();
+    let c = app
+        .docker
+        .inspect_container(&id, None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let host = c.host_config.unwrap();
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_string()])
+    );
+    assert!(host.pids_limit.is_some_and(|p| p > 0 && p <= 1024));
+    assert!(host.tmpfs.unwrap().contains_key("/tmp"));
+    assert_eq!(host.memory, Some(128 * 1024 * 1024));
+    assert_eq!(c.config.unwrap().user.as_deref(), Some("65534:65534"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_container_is_paused_then_unpaused_by_a_call() {
+    let app = spawn_app().await; // pause grace: 300 ms
+    app.deploy_ok("napper", &[("f.py", ECHO)]).await;
+    assert_eq!(app.run("napper", "1").await.status(), 200);
+    let id = app.containers("napper").await[0].id.clone().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || paused(&app, &id)).await,
+        "paused after the grace period"
+    );
+    assert_eq!(app.run("napper", "2").await.text().await.unwrap(), "2");
+    let containers = app.containers("napper").await;
+    assert_eq!(containers.len(), 1);
+    assert_eq!(
+        containers[0].id.as_deref(),
+        Some(id.as_str()),
+        "the same container served"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || paused(&app, &id)).await,
+        "paused again once idle"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_is_removed_after_keep_alive() {
+    let app = spawn_app_with(|s| s.pool.keep_alive = Duration::from_secs(2)).await;
+    app.deploy_ok("brief", &[("f.py", ECHO)]).await;
+    assert_eq!(app.run("brief", "1").await.status(), 200);
+    assert_eq!(app.containers("brief").await.len(), 1);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            app.containers("brief").await.is_empty()
+        })
+        .await,
+        "removed after its keep-alive"
+    );
+    assert_eq!(
+        app.run("brief", "3").await.text().await.unwrap(),
+        "3",
+        "a new one starts"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_removes_containers_and_sandboxes() {
+    let app = spawn_app().await;
+    app.deploy_ok("a", &[("f.py", ECHO)]).await;
+    app.deploy_ok("b", &[("f.py", ECHO)]).await;
+    assert_eq!(app.run("a", "1").await.status(), 200);
+    assert_eq!(app.run("b", "1").await.status(), 200);
+    assert_eq!(app.all_containers().await.len(), 2);
+    let docker = app.docker.clone();
+    let instance = app.settings.instance.clone();
+    let data_dir = app.data_dir.clone();
+    let sandboxes = data_dir.path().join("sandboxes");
+    app.stop().await;
+    let left = labelled_containers(&docker, &instance, None).await;
+    assert!(left.is_empty(), "containers left: {left:?}");
+    assert_eq!(
+        std::fs::read_dir(&sandboxes).unwrap().count(),
+        0,
+        "sandbox directories left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_after_a_crash_removes_what_was_left() {
+    let (settings, data_dir) = test_settings().await;
+    let app = start(settings.clone(), data_dir.clone()).await;
+    app.deploy_ok("orphan", &[("f.py", ECHO)]).await;
+    assert_eq!(app.run("orphan", "1").await.status(), 200);
+    let before = app.containers("orphan").await;
+    assert_eq!(before.len(), 1);
+    let sandboxes = data_dir.path().join("sandboxes");
+    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 1);
+    app.crash();
+
+    let again = start(settings, data_dir.clone()).await;
+    assert!(
+        again.containers("orphan").await.is_empty(),
+        "leftover container removed"
+    );
+    assert_eq!(
+        std::fs::read_dir(&sandboxes).unwrap().count(),
+        0,
+        "leftover sandbox removed"
+    );
+    // The function itself survived: Postgres is the source of truth.
+    assert_eq!(again.run("orphan", "5").await.text().await.unwrap(), "5");
+    again.stop().await;
+}

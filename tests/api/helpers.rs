@@ -1,0 +1,264 @@
+//! `spawn_app()`: a manager on a free port with its own database, data
+//! directory and instance label, so tests run side by side and whatever a
+//! failed test leaves can be found and removed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{Cursor, Write};
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use bollard::models::ContainerSummary;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::Docker;
+use openlambda::app::{connect_docker, Application};
+use openlambda::config::Settings;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zip::write::SimpleFileOptions;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+    pub docker: Docker,
+    pub settings: Settings,
+    pub data_dir: std::sync::Arc<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openlambda=debug".into()),
+                ))
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// Settings for a fresh test manager: new database, data dir and instance.
+pub async fn test_settings() -> (Settings, std::sync::Arc<tempfile::TempDir>) {
+    let admin_url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL is not set: run the tests through scripts/test.sh");
+    let db_name = format!("ol_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to Postgres");
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            r#"CREATE DATABASE "{db_name}""#
+        )))
+        .await
+        .expect("create test database");
+    let (server, _) = admin_url
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database");
+    let data_dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let instance = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let vars = HashMap::from([
+        ("DATABASE_URL".to_string(), format!("{server}/{db_name}")),
+        ("OL_LISTEN".into(), "127.0.0.1:0".into()),
+        ("OL_DATA_DIR".into(), data_dir.path().display().to_string()),
+        (
+            "OL_BASE_IMAGE".into(),
+            std::env::var("OL_BASE_IMAGE").unwrap_or_else(|_| "openlambda/base:bookworm".into()),
+        ),
+        ("OL_INSTANCE".into(), instance),
+        (
+            "OL_NETWORK".into(),
+            std::env::var("OL_TEST_NETWORK").unwrap_or_else(|_| "openlambda-test".into()),
+        ),
+        ("OL_POOL_PAUSE_GRACE_MS".into(), "300".into()),
+    ]);
+    let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings");
+    (settings, data_dir)
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+    let (mut settings, data_dir) = test_settings().await;
+    change(&mut settings);
+    start(settings, data_dir).await
+}
+
+/// Starts a manager on existing settings (a restart, when they are reused).
+pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDir>) -> TestApp {
+    init_tracing();
+    let app = Application::build(settings.clone())
+        .await
+        .expect("manager starts");
+    let addr = app.local_addr();
+    let db = app.state().db.clone();
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        db,
+        docker: connect_docker().await.expect("docker"),
+        settings,
+        data_dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn deploy(&self, name: &str, zip: Vec<u8>) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("/api/v1/functions/{name}")))
+            .header("content-type", "application/zip")
+            .body(zip)
+            .send()
+            .await
+            .expect("deploy request")
+    }
+
+    /// Deploys and checks that it worked.
+    pub async fn deploy_ok(&self, name: &str, files: &[(&str, &str)]) -> serde_json::Value {
+        let response = self.deploy(name, zip_of(files)).await;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(status.is_success(), "deploy {name}: {status} {body}");
+        body
+    }
+
+    /// `POST /run/{name}` with a JSON event.
+    pub async fn run(&self, name: &str, event: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/run/{name}")))
+            .body(event.to_string())
+            .send()
+            .await
+            .expect("run request")
+    }
+
+    /// This manager's containers of `function` as Docker lists them.
+    pub async fn containers(&self, function: &str) -> Vec<ContainerSummary> {
+        labelled_containers(&self.docker, &self.settings.instance, Some(function)).await
+    }
+
+    /// Every container of this manager's instance.
+    pub async fn all_containers(&self) -> Vec<ContainerSummary> {
+        labelled_containers(&self.docker, &self.settings.instance, None).await
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
+    }
+
+    /// Graceful stop, as on SIGTERM; waits until the manager is done.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops serving without any clean-up, as a crash would.
+    pub fn crash(mut self) {
+        self.shutdown.take();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that failed half-way still removes its containers.
+    fn drop(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        let label = format!("label=openlambda.instance={}", self.settings.instance);
+        if let Ok(out) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// Containers labelled with `instance` (and `function`, when given).
+pub async fn labelled_containers(
+    docker: &Docker,
+    instance: &str,
+    function: Option<&str>,
+) -> Vec<ContainerSummary> {
+    let mut labels = vec![format!("openlambda.instance={instance}")];
+    if let Some(function) = function {
+        labels.push(format!("openlambda.function={function}"));
+    }
+    let filters = HashMap::from([("label".to_string(), labels)]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker.list_containers(Some(options)).await.unwrap()
+}
+
+pub fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, body) in files {
+        w.start_file(*name, SimpleFileOptions::default()).unwrap();
+        w.write_all(body.as_bytes()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// Polls `check` until it is true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
+pub const ECHO: &str = "def f(event):\n    return event\n";

@@ -1,0 +1,8 @@
+//! Integration tests: the real manager on the real Docker engine and a real
+//! Postgres. Run them through scripts/test.sh, which sets both up.
+
+mod billing;
+mod containers;
+mod helpers;
+mod invoke;
+mod upload;
