@@ -21,4 +21,11 @@ step "building the runtime images (only when missing)"
 ./target/debug/ol images
 step "running the tests"
 export OL_TEST_NETWORK="openlambda-test"
-cargo test --locked -- --test-threads="${OL_TEST_THREADS:-4}"
+log=$(mktemp /tmp/ol-test-log.XXXXXX)
+status=0
+cargo test --locked -- --test-threads="${OL_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "\nall tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

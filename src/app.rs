@@ -18,9 +18,6 @@ use crate::pool::Pool;
 use crate::sandbox::Sandboxes;
 use crate::store;
 
-/// Containers one function may have at once (scale-out limit).
-const MAX_CONTAINERS_PER_FUNCTION: usize = 100;
-
 /// Shared by every request handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -67,11 +64,7 @@ impl Application {
             );
         }
         let code = CodeStore::new(&settings.data_dir);
-        let pool = Pool::new(
-            sandboxes.clone(),
-            settings.pool.clone(),
-            MAX_CONTAINERS_PER_FUNCTION,
-        );
+        let pool = Pool::new(sandboxes.clone(), settings.pool.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;

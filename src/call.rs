@@ -63,7 +63,7 @@ pub async fn call(state: AppState, function: Arc<Function>, event: Bytes) -> Cal
     }
 }
 
-async fn run(state: &AppState, function: &Function, event: Bytes) -> CallResult {
+async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallResult {
     let request_id = Uuid::new_v4();
     let started_at = Utc::now();
     let queued = Instant::now();

@@ -50,6 +50,14 @@ pub struct PoolSettings {
     pub pids_limit: i64,
     /// Size of each container's `/tmp` tmpfs, in MiB.
     pub tmpfs_mb: u64,
+    /// Memory the pool may hand out, counted by containers' memory limits.
+    pub memory_mb: u64,
+    /// Generic containers per runtime kept started and paused.
+    pub prewarm: usize,
+    /// Memory limit of a prewarmed container until it is specialised.
+    pub prewarm_memory_mb: i32,
+    /// Calls that may wait for one function's containers; more get 429 at once.
+    pub queue_length: usize,
 }
 
 /// The billing formula's parameters (`OL_BILLING_*`).
@@ -120,6 +128,10 @@ impl Settings {
                 )?),
                 pids_limit: number(&get, "OL_POOL_PIDS_LIMIT", 128)?,
                 tmpfs_mb: number(&get, "OL_POOL_TMPFS_MB", 64)?,
+                memory_mb: number(&get, "OL_POOL_MEMORY_MB", default_memory_budget_mb())?,
+                prewarm: number(&get, "OL_POOL_PREWARM", 2)?,
+                prewarm_memory_mb: number(&get, "OL_POOL_PREWARM_MEMORY_MB", 128)?,
+                queue_length: number(&get, "OL_POOL_QUEUE_LENGTH", 1000)?,
             },
             billing: BillingSettings {
                 granularity_ms: positive(number(
@@ -142,6 +154,20 @@ impl Settings {
             },
         })
     }
+}
+
+/// 80% of the host's memory (from /proc/meminfo), else 4 GiB.
+fn default_memory_budget_mb() -> u64 {
+    let total_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(5 * 1024 * 1024);
+    total_kb / 1024 * 8 / 10
 }
 
 fn default_data_dir() -> PathBuf {
@@ -193,6 +219,8 @@ mod tests {
         assert_eq!(s.base_image, "debian:bookworm-slim");
         assert_eq!(s.billing, BillingSettings::default());
         assert!(s.admin_token.is_none());
+        assert_eq!(s.pool.prewarm, 2);
+        assert!(s.pool.memory_mb > 0);
     }
 
     #[test]

@@ -89,10 +89,33 @@ pub struct Manifest {
     pub environment: BTreeMap<String, String>,
     /// HTTP methods the function URL accepts; `None` means any.
     pub http_methods: Option<Vec<String>>,
+    /// Calls one container serves at once.
+    pub concurrency: u32,
+    /// Containers the function may have at once.
+    pub max_concurrency: u32,
 }
 
 pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 64..=10_240;
 pub const TIMEOUT_S_RANGE: std::ops::RangeInclusive<u64> = 1..=900;
+pub const CONCURRENCY_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
+pub const MAX_CONCURRENCY_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+
+/// Checks `value` against `range`; the error names the key and the range.
+pub fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<T, String> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{key} {value} is out of range; use {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
 
 impl Default for Manifest {
     fn default() -> Self {
@@ -103,6 +126,8 @@ impl Default for Manifest {
             timeout_ms: 30_000,
             environment: BTreeMap::new(),
             http_methods: None,
+            concurrency: 1,
+            max_concurrency: 100,
         }
     }
 }
@@ -117,6 +142,8 @@ struct RawManifest {
     timeout_s: Option<u64>,
     environment: Option<BTreeMap<String, serde_yaml::Value>>,
     triggers: Option<RawTriggers>,
+    concurrency: Option<u32>,
+    max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,25 +175,20 @@ impl Manifest {
         if let Some(handler) = raw.handler {
             m.handler = parse_handler(&handler)?;
         }
+        fn checked<T>(r: Result<T, String>) -> Result<T, String> {
+            r.map_err(|e| format!("ol.yaml: {e}"))
+        }
         if let Some(mb) = raw.memory_mb {
-            if !MEMORY_MB_RANGE.contains(&mb) {
-                return Err(format!(
-                    "ol.yaml: memory_mb {mb} is out of range; use {} to {}",
-                    MEMORY_MB_RANGE.start(),
-                    MEMORY_MB_RANGE.end()
-                ));
-            }
-            m.memory_mb = mb;
+            m.memory_mb = checked(in_range("memory_mb", mb, &MEMORY_MB_RANGE))?;
         }
         if let Some(s) = raw.timeout_s {
-            if !TIMEOUT_S_RANGE.contains(&s) {
-                return Err(format!(
-                    "ol.yaml: timeout_s {s} is out of range; use {} to {} seconds",
-                    TIMEOUT_S_RANGE.start(),
-                    TIMEOUT_S_RANGE.end()
-                ));
-            }
-            m.timeout_ms = s * 1000;
+            m.timeout_ms = checked(in_range("timeout_s", s, &TIMEOUT_S_RANGE))? * 1000;
+        }
+        if let Some(c) = raw.concurrency {
+            m.concurrency = checked(in_range("concurrency", c, &CONCURRENCY_RANGE))?;
+        }
+        if let Some(c) = raw.max_concurrency {
+            m.max_concurrency = checked(in_range("max_concurrency", c, &MAX_CONCURRENCY_RANGE))?;
         }
         for (key, value) in raw.environment.unwrap_or_default() {
             if !is_env_name(&key) {
@@ -276,7 +298,8 @@ mod tests {
     fn full_manifest() {
         let m = Manifest::parse(
             "runtime: python\nhandler: app.main.handle\nmemory_mb: 256\ntimeout_s: 5\n\
-             environment:\n  GREETING: hi\n  N: 3\ntriggers:\n  http:\n    - method: get\n    - POST\n",
+             environment:\n  GREETING: hi\n  N: 3\ntriggers:\n  http:\n    - method: get\n    - POST\n\
+             concurrency: 4\nmax_concurrency: 10\n",
         )
         .unwrap();
         assert_eq!(m.handler, "app.main.handle");
@@ -285,6 +308,7 @@ mod tests {
         assert_eq!(m.timeout_ms, 5000);
         assert_eq!(m.environment["N"], "3");
         assert_eq!(m.http_methods, Some(vec!["GET".into(), "POST".into()]));
+        assert_eq!((m.concurrency, m.max_concurrency), (4, 10));
     }
 
     #[test]
@@ -300,6 +324,11 @@ mod tests {
         for (yaml, needle) in [
             ("memory_mb: 1", "memory_mb 1 is out of range"),
             ("timeout_s: 0", "timeout_s 0 is out of range"),
+            (
+                "max_concurrency: 0",
+                "max_concurrency 0 is out of range; use 1 to 10000",
+            ),
+            ("concurrency: 5000", "concurrency 5000 is out of range"),
             ("colour: red", "unknown field `colour`"),
             ("runtime: cobol", "not supported"),
             ("handler: f", "names no module"),

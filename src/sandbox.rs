@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, ContainerUpdateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -31,6 +31,8 @@ pub const LABEL_FUNCTION: &str = "openlambda.function";
 pub const LABEL_SANDBOX: &str = "openlambda.sandbox";
 pub const LABEL_INSTANCE: &str = "openlambda.instance";
 pub const LABEL_VERSION: &str = "openlambda.version";
+/// On generic prewarmed containers: the runtime they run.
+pub const LABEL_PREWARMED: &str = "openlambda.prewarmed";
 const SOCKET: &str = "ol.sock";
 
 /// A running (or paused) function container.
@@ -40,13 +42,14 @@ pub struct Sandbox {
     pub id: String,
     pub container_id: String,
     pub dir: PathBuf,
+    /// The function it serves; empty for a generic prewarmed container.
     pub function: String,
     pub version: String,
     pub memory_mb: i32,
 }
 
 impl Sandbox {
-    fn socket(&self) -> PathBuf {
+    pub fn socket(&self) -> PathBuf {
         self.dir.join(SOCKET)
     }
 }
@@ -136,18 +139,10 @@ impl Sandboxes {
         function: &Function,
         code_dir: &Path,
     ) -> Result<(Sandbox, Duration), Failure> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
-        let dir = self.root.join(&id);
-        prepare_dir(&dir, code_dir).context("preparing the sandbox directory")?;
-        let mut sandbox = Sandbox {
-            id,
-            container_id: String::new(),
-            dir,
-            function: function.name.clone(),
-            version: function.version.clone(),
-            memory_mb: function.memory_mb,
-        };
-        match self.create_and_load(&mut sandbox, function).await {
+        let sandbox = self
+            .create(&function.runtime, function.memory_mb, Some(function))
+            .await?;
+        match self.load(&sandbox, function, code_dir).await {
             Ok(load_time) => Ok((sandbox, load_time)),
             Err(e) => {
                 self.remove(&sandbox).await;
@@ -156,25 +151,56 @@ impl Sandboxes {
         }
     }
 
-    async fn create_and_load(
+    /// Creates and starts a container whose runtime server is up but has no
+    /// code: for `function` when given, else a generic (prewarmed) one that
+    /// [`Sandboxes::specialise`] later turns into any function's container.
+    pub async fn create(
         &self,
-        sandbox: &mut Sandbox,
-        function: &Function,
-    ) -> Result<Duration, Failure> {
+        runtime: &str,
+        memory_mb: i32,
+        function: Option<&Function>,
+    ) -> Result<Sandbox, Failure> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        let dir = self.root.join(&id);
+        prepare_dir(&dir).context("preparing the sandbox directory")?;
+        let mut sandbox = Sandbox {
+            id,
+            container_id: String::new(),
+            dir,
+            function: function.map(|f| f.name.clone()).unwrap_or_default(),
+            version: function.map(|f| f.version.clone()).unwrap_or_default(),
+            memory_mb,
+        };
+        match self.create_container(&mut sandbox, runtime).await {
+            Ok(()) => Ok(sandbox),
+            Err(e) => {
+                self.remove(&sandbox).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_container(&self, sandbox: &mut Sandbox, runtime: &str) -> Result<(), Failure> {
         let pool = &self.settings.pool;
         let memory = i64::from(sandbox.memory_mb) * 1024 * 1024;
-        let labels = HashMap::from([
-            (LABEL_FUNCTION.to_string(), function.name.clone()),
+        let mut labels = HashMap::from([
             (LABEL_SANDBOX.to_string(), sandbox.id.clone()),
             (LABEL_INSTANCE.to_string(), self.settings.instance.clone()),
-            (LABEL_VERSION.to_string(), function.version.clone()),
         ]);
+        let name = if sandbox.function.is_empty() {
+            labels.insert(LABEL_PREWARMED.to_string(), runtime.to_string());
+            format!("ol-warm-{}", sandbox.id)
+        } else {
+            labels.insert(LABEL_FUNCTION.to_string(), sandbox.function.clone());
+            labels.insert(LABEL_VERSION.to_string(), sandbox.version.clone());
+            container_name(&sandbox.function, &sandbox.id)
+        };
         let host_config = HostConfig {
             binds: Some(vec![format!("{}:/host", sandbox.dir.display())]),
             memory: Some(memory),
             memory_swap: Some(memory),
             // CPU weight in proportion to memory, as Lambda does.
-            cpu_shares: Some(i64::from(sandbox.memory_mb).clamp(2, 262_144)),
+            cpu_shares: Some(cpu_shares(sandbox.memory_mb)),
             pids_limit: Some(pool.pids_limit),
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([(
@@ -188,13 +214,12 @@ impl Sandboxes {
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(self.image_for(&function.runtime)?),
+            image: Some(self.image_for(runtime)?),
             user: Some("65534:65534".into()),
             labels: Some(labels),
             host_config: Some(host_config),
             ..Default::default()
         };
-        let name = format!("ol-{}-{}", function.name, sandbox.id);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self
             .docker
@@ -209,10 +234,24 @@ impl Sandboxes {
             )
             .await
             .context("starting the function container")?;
-        let deadline = Instant::now() + pool.start_timeout;
-        self.wait_ready(sandbox, deadline).await?;
+        self.wait_ready(sandbox, Instant::now() + pool.start_timeout)
+            .await
+    }
 
+    /// Links `function`'s code into the sandbox and loads the handler.
+    pub async fn load(
+        &self,
+        sandbox: &Sandbox,
+        function: &Function,
+        code_dir: &Path,
+    ) -> Result<Duration, Failure> {
         let started = Instant::now();
+        let target = sandbox.dir.join("code");
+        let source = code_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || link_tree(&source, &target))
+            .await
+            .map_err(|e| anyhow!("linking the code: {e}"))?
+            .context("linking the code into the sandbox")?;
         let (module, func) = function.handler.rsplit_once('.').ok_or_else(|| {
             anyhow!(
                 "stored handler {:?} is not module.function",
@@ -225,17 +264,13 @@ impl Sandboxes {
             "function": func,
             "env": &*function.environment,
         });
-        let reply = tokio::time::timeout_at(
-            deadline.into(),
+        let limit = self.settings.pool.start_timeout;
+        let reply = tokio::time::timeout(
+            limit,
             request(&sandbox.socket(), "POST", "/load", spec.to_string().into()),
         )
         .await
-        .map_err(|_| {
-            anyhow!(
-                "loading the handler took longer than {:?}",
-                pool.start_timeout
-            )
-        })?;
+        .map_err(|_| anyhow!("loading the handler took longer than {limit:?}"))?;
         let reply = match reply {
             Ok(reply) => reply,
             Err(e) => return Err(self.diagnose(sandbox, e).await),
@@ -245,6 +280,67 @@ impl Sandboxes {
             return Err(Failure::Load { kind, message });
         }
         Ok(started.elapsed())
+    }
+
+    /// Turns a paused generic container into `function`'s: unpause, set its
+    /// memory limit to the function's, load the code. Returns the
+    /// function's sandbox and the time taken. On failure the container is
+    /// removed.
+    pub async fn specialise(
+        &self,
+        generic: &Sandbox,
+        paused: bool,
+        function: &Function,
+        code_dir: &Path,
+    ) -> Result<(Sandbox, Duration), Failure> {
+        let started = Instant::now();
+        let sandbox = Sandbox {
+            id: generic.id.clone(),
+            container_id: generic.container_id.clone(),
+            dir: generic.dir.clone(),
+            function: function.name.clone(),
+            version: function.version.clone(),
+            memory_mb: function.memory_mb,
+        };
+        let result = async {
+            if paused {
+                self.unpause(&sandbox).await?;
+            }
+            if generic.memory_mb != function.memory_mb {
+                let memory = i64::from(function.memory_mb) * 1024 * 1024;
+                let update = ContainerUpdateBody {
+                    memory: Some(memory),
+                    memory_swap: Some(memory),
+                    cpu_shares: Some(cpu_shares(function.memory_mb)),
+                    ..Default::default()
+                };
+                self.docker
+                    .update_container(&sandbox.container_id, update)
+                    .await
+                    .context("setting the container's memory limit")?;
+            }
+            self.load(&sandbox, function, code_dir).await
+        }
+        .await;
+        match result {
+            Ok(_) => {
+                // Name it after its function, off the call path.
+                let docker = self.docker.clone();
+                let (id, name) = (
+                    sandbox.container_id.clone(),
+                    container_name(&function.name, &sandbox.id),
+                );
+                tokio::spawn(async move {
+                    let options = RenameContainerOptionsBuilder::default().name(&name).build();
+                    let _ = docker.rename_container(&id, options).await;
+                });
+                Ok((sandbox, started.elapsed()))
+            }
+            Err(e) => {
+                self.remove(&sandbox).await;
+                Err(e)
+            }
+        }
     }
 
     fn image_for(&self, runtime: &str) -> anyhow::Result<String> {
@@ -442,16 +538,25 @@ impl Sandboxes {
     }
 }
 
-/// Makes the sandbox directory and links the code into `code/`.
+/// Makes the sandbox directory.
 ///
-/// The directory is world-writable with the sticky bit, so the container's
-/// unprivileged user can create its socket but cannot touch the code, which
-/// stays owned by the manager and read-only to everyone else.
-fn prepare_dir(dir: &Path, code: &Path) -> anyhow::Result<()> {
+/// It is world-writable with the sticky bit, so the container's unprivileged
+/// user can create its socket but cannot touch the code linked in later,
+/// which stays owned by the manager and read-only to everyone else.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))?;
-    link_tree(code, &dir.join("code"))
+    Ok(())
+}
+
+fn container_name(function: &str, id: &str) -> String {
+    format!("ol-{function}-{id}")
+}
+
+/// CPU weight in proportion to memory, as Lambda does.
+fn cpu_shares(memory_mb: i32) -> i64 {
+    i64::from(memory_mb).clamp(2, 262_144)
 }
 
 /// Hard-links (or, across file systems, copies) `src` into `dst`.

@@ -1,7 +1,8 @@
 """openlambda runtime server for Python.
 
 Listens for HTTP on a Unix socket in the sandbox directory (/host/ol.sock) and
-serves the manager, one request at a time:
+serves the manager, a thread per request (the manager decides how many calls
+a container serves at once: the function's concurrency):
 
   POST /load    {"dir", "module", "function", "env"}  once per container:
                 put the code on the import path, set the environment, import
@@ -37,8 +38,7 @@ def _error(kind, message):
 
 
 class Handler(BaseHTTPRequestHandler):
-    # One request per connection keeps the single-threaded server fair to
-    # concurrent clients; the manager opens a new connection per call.
+    # One request per connection; the manager opens a new connection per call.
     protocol_version = "HTTP/1.0"
     server_version = "openlambda-python/1"
 
@@ -117,8 +117,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, None, raw=body)
 
 
-class UnixServer(socketserver.UnixStreamServer):
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 128
 
     def server_bind(self):
         try:

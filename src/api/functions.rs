@@ -11,14 +11,17 @@ use serde_json::json;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::code::{self, CodeError, MAX_ZIP_BYTES};
-use crate::manifest::FunctionName;
+use crate::manifest::{in_range, FunctionName, CONCURRENCY_RANGE, MAX_CONCURRENCY_RANGE};
 use crate::store::functions::{self as store, Function};
 use crate::store::invocations;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/functions", get(list))
-        .route("/functions/{name}", get(show).put(deploy).delete(delete))
+        .route(
+            "/functions/{name}",
+            get(show).put(deploy).patch(set_limits).delete(delete),
+        )
         .route("/functions/{name}/invocations", get(recent_invocations))
 }
 
@@ -33,6 +36,8 @@ struct FunctionView {
     timeout_ms: i64,
     environment: serde_json::Value,
     http_methods: Option<Vec<String>>,
+    concurrency: i32,
+    max_concurrency: i32,
     url: String,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
@@ -50,6 +55,8 @@ impl FunctionView {
             memory_mb: f.memory_mb,
             timeout_ms: f.timeout_ms,
             http_methods: f.http_methods,
+            concurrency: f.concurrency,
+            max_concurrency: f.max_concurrency,
             created_at: f.created_at,
             updated_at: f.updated_at,
         }
@@ -210,6 +217,50 @@ async fn delete(
     state.pool.evict(name.as_str());
     tracing::info!(function = %name, "deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH` body: the scale-out limits, the settings that may change
+/// without a new code version.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    concurrency: Option<u32>,
+    max_concurrency: Option<u32>,
+}
+
+async fn set_limits(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<FunctionView>, ApiError> {
+    let name = parse_name(&name)?;
+    let limits: Limits = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected JSON like {{\"max_concurrency\": 10, \"concurrency\": 1}}: {e}"),
+        )
+    })?;
+    let check = |key, value: Option<u32>, range| {
+        value
+            .map(|v| in_range(key, v, range).map(|v| v as i32))
+            .transpose()
+            .map_err(|m| ApiError::bad_request("out_of_range", m))
+    };
+    let concurrency = check("concurrency", limits.concurrency, &CONCURRENCY_RANGE)?;
+    let max_concurrency = check(
+        "max_concurrency",
+        limits.max_concurrency,
+        &MAX_CONCURRENCY_RANGE,
+    )?;
+    let function = store::set_limits(&state.db, name.as_str(), concurrency, max_concurrency)
+        .await?
+        .ok_or_else(|| ApiError::function_not_found(name.as_str()))?;
+    state.catalog.invalidate(name.as_str());
+    Ok(Json(FunctionView::new(
+        function,
+        &base_url(&headers, &state),
+    )))
 }
 
 #[derive(Deserialize)]

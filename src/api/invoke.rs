@@ -115,7 +115,9 @@ pub fn http_status(outcome: &Outcome) -> StatusCode {
             }
         }
         Outcome::NotStarted(AcquireError::Throttled { .. }) => StatusCode::TOO_MANY_REQUESTS,
-        Outcome::NotStarted(AcquireError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+        Outcome::NotStarted(AcquireError::ShuttingDown | AcquireError::TooLarge { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -150,7 +152,7 @@ fn respond(result: CallResult, name: &str) -> Response {
             error.retry_after = Some(1);
             error.into_response()
         }
-        Outcome::NotStarted(e @ AcquireError::ShuttingDown) => {
+        Outcome::NotStarted(e @ (AcquireError::ShuttingDown | AcquireError::TooLarge { .. })) => {
             ApiError::new(status, "unavailable", e.to_string()).into_response()
         }
     };

@@ -1,36 +1,51 @@
 //! The container pool: hands out leases on ready containers, cheapest first.
 //!
-//! Per function, a list of workers (one container each, one call at a time).
-//! A call takes, in order: the most recently used idle container; a paused
-//! one (unpaused now); a new one, while the function is below its limit;
-//! otherwise it waits in line until a container frees up or its queue
-//! deadline passes (then it is throttled).
+//! A call of a function takes, in order:
+//! 1. a running container of the function with a free slot (most recently
+//!    used first; a container serves `concurrency` calls at once);
+//! 2. a paused one, unpaused now;
+//! 3. a prewarmed generic container of the runtime, specialised now (unpause,
+//!    memory limit, load the code): no `docker create`/`start` on the path;
+//! 4. otherwise it joins the function's FIFO queue, and a new container is
+//!    started for it while the function is below `max_concurrency` and the
+//!    host's memory budget allows (evicting least recently used paused
+//!    containers when it is short). Whichever frees first serves it: a
+//!    container released by another call is handed straight to the head of
+//!    the queue. A call still queued at its deadline is throttled.
 //!
-//! When a lease ends the container goes idle; after the pause grace it is
-//! paused, after the keep-alive it is removed. A failed pause is a normal
-//! outcome: the container just stays running. All pool state sits behind
-//! short `std::sync::Mutex` sections that are never held across an `.await`.
+//! When its last call ends a container goes idle; after the pause grace it is
+//! paused, after the keep-alive removed. A failed pause is a normal outcome:
+//! the container just stays running. All state sits behind one
+//! `std::sync::Mutex`, held for short sections and never across an `.await`.
 
+mod prewarm;
+mod state;
 mod worker;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use serde::Serialize;
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::PoolSettings;
 use crate::sandbox::{Failure, Sandbox, Sandboxes};
 use crate::store::functions::Function;
-use worker::{Phase, Worker};
+use state::{Grant, State};
 
 /// Why no container could be had for a call.
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
-    #[error("all {limit} containers of the function are busy and the call waited {waited:?}")]
+    #[error(
+        "all containers of the function are busy ({limit} at most) and the call waited {waited:?}"
+    )]
     Throttled { limit: usize, waited: Duration },
+    #[error(
+        "the function needs {needed} MB but the pool has {budget} MB in all (OL_POOL_MEMORY_MB)"
+    )]
+    TooLarge { needed: u64, budget: u64 },
     #[error("the manager is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -46,38 +61,20 @@ pub struct Pool {
 struct Inner {
     sandboxes: Sandboxes,
     settings: PoolSettings,
-    /// Containers a function may have at once.
-    max_per_function: usize,
-    /// Per function name; entries live as long as the manager.
-    functions: Mutex<HashMap<String, Arc<FunctionPool>>>,
+    state: Mutex<State>,
     /// Set once on shutdown: no new containers, leases end by removal.
     closed: AtomicBool,
+    /// Wakes the prewarm filler.
+    refill: Notify,
 }
 
-/// One function's containers.
-struct FunctionPool {
-    name: String,
-    state: Mutex<FunctionState>,
-    /// Wakes a waiting call when a container frees up or a start fails.
-    freed: Notify,
-}
-
-#[derive(Default)]
-struct FunctionState {
-    /// The code version the containers must run; others are retired.
-    version: String,
-    workers: Vec<Worker>,
-    /// Containers being created right now (they count against the limit).
-    starting: usize,
-}
-
-/// A call's exclusive use of one container. Dropping it hands the
-/// container back; [`Lease::discard`] removes it instead.
+/// A call's use of one container slot. Dropping it hands the slot back;
+/// [`Lease::discard`] removes the container instead.
 pub struct Lease {
     pool: Arc<Inner>,
-    function: Arc<FunctionPool>,
     sandbox: Arc<Sandbox>,
-    /// Time spent loading the code when this lease started a container.
+    /// Time taken to make the container ready, when this call had to
+    /// (a cold start: start and load, or specialise a prewarmed one).
     pub init: Option<Duration>,
     discard: bool,
 }
@@ -98,244 +95,206 @@ impl Lease {
     }
 }
 
+/// Containers by phase, for metrics, the dashboard and tests.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub busy: usize,
+    pub idle: usize,
+    pub paused: usize,
+    pub starting: usize,
+    pub prewarmed: usize,
+    pub prewarming: usize,
+    pub queued: usize,
+    pub used_mb: u64,
+    pub budget_mb: u64,
+}
+
+/// One container of a function, as the pool sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContainerView {
+    pub sandbox: String,
+    pub container_id: String,
+    pub phase: &'static str,
+    pub in_flight: u32,
+}
+
 /// What acquire decided to do, under the lock.
-enum Step {
-    Use(Arc<Sandbox>, bool),
-    Start,
-    Wait,
+pub(crate) enum Step {
+    Use(Arc<Sandbox>),
+    Unpause(Arc<Sandbox>),
+    Specialise {
+        generic: Arc<Sandbox>,
+        paused: bool,
+    },
+    Wait {
+        ticket: u64,
+        grant: oneshot::Receiver<Grant>,
+    },
 }
 
 impl Pool {
-    pub fn new(sandboxes: Sandboxes, settings: PoolSettings, max_per_function: usize) -> Self {
+    pub fn new(sandboxes: Sandboxes, settings: PoolSettings) -> Self {
         let inner = Arc::new(Inner {
             sandboxes,
+            state: Mutex::new(State::new(settings.memory_mb)),
             settings,
-            max_per_function: max_per_function.max(1),
-            functions: Mutex::default(),
             closed: AtomicBool::new(false),
+            refill: Notify::new(),
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
+        tokio::spawn(prewarm::fill(Arc::downgrade(&inner)));
         Self { inner }
     }
 
-    fn function_pool(&self, name: &str) -> Arc<FunctionPool> {
-        let mut map = self.inner.functions.lock().unwrap();
-        map.entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(FunctionPool {
-                    name: name.to_string(),
-                    state: Mutex::default(),
-                    freed: Notify::new(),
-                })
-            })
-            .clone()
-    }
-
-    /// Gets a container running `function`'s current version for one call.
-    pub async fn acquire(&self, function: &Function, code: &Path) -> Result<Lease, AcquireError> {
-        let pool = self.function_pool(&function.name);
-        let waker = pool.clone();
-        let queued = Instant::now();
-        let deadline = queued + self.inner.settings.queue_timeout;
-        loop {
-            if self.inner.closed.load(Ordering::Acquire) {
-                return Err(AcquireError::ShuttingDown);
-            }
-            let freed = waker.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let (step, retired) = {
-                let mut state = pool.state.lock().unwrap();
-                let retired = state.retire_other_versions(&function.version);
-                (self.choose(&pool, &mut state), retired)
-            };
-            self.inner.remove_all(retired);
-            match step {
-                Step::Use(sandbox, paused) => {
-                    if paused {
-                        if let Err(e) = self.inner.sandboxes.unpause(&sandbox).await {
-                            tracing::warn!(function = %pool.name, sandbox = %sandbox.id, error = %e,
-                                "unpause failed; removing the container");
-                            pool.forget(&sandbox.id);
-                            self.inner.remove_later(sandbox);
-                            continue;
-                        }
-                        pool.transition(&sandbox.id, Phase::Busy);
-                    }
-                    return Ok(self.lease(pool, sandbox, None));
-                }
-                Step::Start => return self.start(pool, function, code).await,
-                Step::Wait => {
-                    if tokio::time::timeout_at(deadline.into(), freed)
-                        .await
-                        .is_err()
-                    {
-                        return Err(AcquireError::Throttled {
-                            limit: self.inner.max_per_function,
-                            waited: queued.elapsed(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// Picks the cheapest way to serve a call; called under the lock.
-    fn choose(&self, pool: &FunctionPool, state: &mut FunctionState) -> Step {
-        let mru = |phase: Phase, workers: &[Worker]| {
-            workers
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| w.phase == phase)
-                .max_by_key(|(_, w)| w.last_used)
-                .map(|(i, _)| i)
-        };
-        if let Some(i) = mru(Phase::Idle, &state.workers) {
-            let w = &mut state.workers[i];
-            w.set_phase(&pool.name, Phase::Busy);
-            return Step::Use(w.sandbox.clone(), false);
-        }
-        if let Some(i) = mru(Phase::Paused, &state.workers) {
-            let w = &mut state.workers[i];
-            w.set_phase(&pool.name, Phase::Unpausing);
-            return Step::Use(w.sandbox.clone(), true);
-        }
-        if state.workers.len() + state.starting < self.inner.max_per_function {
-            state.starting += 1;
-            return Step::Start;
-        }
-        Step::Wait
-    }
-
-    async fn start(
+    /// Gets a container slot running `function`'s current version for one call.
+    pub async fn acquire(
         &self,
-        pool: Arc<FunctionPool>,
-        function: &Function,
+        function: &Arc<Function>,
         code: &Path,
     ) -> Result<Lease, AcquireError> {
-        tracing::debug!(function = %pool.name, "creating a container");
-        let started = self.inner.sandboxes.start(function, code).await;
-        let mut state = pool.state.lock().unwrap();
-        state.starting -= 1;
-        match started {
-            Ok((sandbox, init)) => {
-                let sandbox = Arc::new(sandbox);
-                let current = state.version == sandbox.version;
-                if current && !self.inner.closed.load(Ordering::Acquire) {
-                    state.workers.push(Worker::new(sandbox.clone()));
-                    tracing::debug!(function = %pool.name, sandbox = %sandbox.id, "creating -> busy");
+        let inner = &self.inner;
+        let queued = Instant::now();
+        let deadline = queued + inner.settings.queue_timeout;
+        loop {
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(AcquireError::ShuttingDown);
+            }
+            let (step, retired) = {
+                let mut state = inner.state.lock().unwrap();
+                let step = state.choose(function, code, &inner.settings);
+                let retired = state.take_retired();
+                (step, retired)
+            };
+            inner.remove_all(retired);
+            let step = match step {
+                Ok(step) => step,
+                Err(state::Refusal::QueueFull) => {
+                    return Err(AcquireError::Throttled {
+                        limit: function.max_concurrency as usize,
+                        waited: queued.elapsed(),
+                    })
                 }
-                // A container for a retired version still serves this one
-                // call; its lease then removes it (it is in no list).
-                drop(state);
-                Ok(self.lease(pool, sandbox, Some(init)))
+                Err(state::Refusal::TooLarge { needed, budget }) => {
+                    return Err(AcquireError::TooLarge { needed, budget })
+                }
+            };
+            inner.start_pending();
+            match step {
+                Step::Use(sandbox) => return Ok(inner.lease(sandbox, None)),
+                Step::Unpause(sandbox) => match inner.sandboxes.unpause(&sandbox).await {
+                    Ok(()) => {
+                        inner.state.lock().unwrap().unpaused(&sandbox);
+                        return Ok(inner.lease(sandbox, None));
+                    }
+                    Err(e) => {
+                        tracing::warn!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
+                            "unpause failed; removing the container");
+                        inner.discard(&sandbox);
+                    }
+                },
+                Step::Specialise { generic, paused } => {
+                    inner.refill.notify_one();
+                    let result = inner
+                        .sandboxes
+                        .specialise(&generic, paused, function, code)
+                        .await;
+                    let mut state = inner.state.lock().unwrap();
+                    match result {
+                        Ok((sandbox, took)) => {
+                            let sandbox = Arc::new(sandbox);
+                            state.specialised(&generic, sandbox.clone(), function);
+                            drop(state);
+                            return Ok(inner.lease(sandbox, Some(took)));
+                        }
+                        Err(e) => {
+                            state.forget_specialising(&generic, function);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                Step::Wait { ticket, mut grant } => {
+                    let granted = match tokio::time::timeout_at(deadline.into(), &mut grant).await {
+                        Ok(granted) => granted.ok(),
+                        Err(_) => {
+                            // Deadline: leave the queue, unless a grant was
+                            // sent meanwhile (then take it).
+                            let left = inner
+                                .state
+                                .lock()
+                                .unwrap()
+                                .leave_queue(&function.name, ticket);
+                            if left {
+                                return Err(AcquireError::Throttled {
+                                    limit: function.max_concurrency as usize,
+                                    waited: queued.elapsed(),
+                                });
+                            }
+                            grant.try_recv().ok()
+                        }
+                    };
+                    match granted {
+                        Some(Grant::Use { sandbox, init }) => return Ok(inner.lease(sandbox, init)),
+                        Some(Grant::Failed(failure)) => return Err(failure.into()),
+                        Some(Grant::Retry) | None => continue,
+                    }
+                }
             }
-            Err(e) => {
-                drop(state);
-                // Someone waiting may now start one instead.
-                pool.freed.notify_one();
-                Err(e.into())
-            }
-        }
-    }
-
-    fn lease(
-        &self,
-        function: Arc<FunctionPool>,
-        sandbox: Arc<Sandbox>,
-        init: Option<Duration>,
-    ) -> Lease {
-        Lease {
-            pool: self.inner.clone(),
-            function,
-            sandbox,
-            init,
-            discard: false,
         }
     }
 
     /// Removes all of a function's containers (it was updated or deleted);
-    /// busy ones go when their call ends.
+    /// busy ones go when their calls end.
     pub fn evict(&self, name: &str) {
-        let pool = self.function_pool(name);
-        let retired = pool.state.lock().unwrap().retire_other_versions("");
+        let retired = {
+            let mut state = self.inner.state.lock().unwrap();
+            state.retire_function(name);
+            state.take_retired()
+        };
         self.inner.remove_all(retired);
     }
 
-    /// A function's containers as the pool sees them, for tests and the
-    /// dashboard: (sandbox id, container id, phase).
-    pub fn containers(&self, name: &str) -> Vec<(String, String, &'static str)> {
-        let pool = self.function_pool(name);
-        let state = pool.state.lock().unwrap();
-        state
-            .workers
-            .iter()
-            .map(|w| {
-                (
-                    w.sandbox.id.clone(),
-                    w.sandbox.container_id.clone(),
-                    w.phase.as_str(),
-                )
-            })
-            .collect()
+    /// A function's containers as the pool sees them.
+    pub fn containers(&self, name: &str) -> Vec<ContainerView> {
+        self.inner.state.lock().unwrap().containers(name)
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        self.inner.state.lock().unwrap().status()
+    }
+
+    /// Waits until `n` prewarmed containers are ready (benchmarks, tests).
+    pub async fn wait_prewarmed(&self, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.status().prewarmed >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// Removes every container (graceful stop). New calls are refused.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let pools: Vec<_> = self
-            .inner
-            .functions
-            .lock()
-            .unwrap()
-            .values()
-            .cloned()
-            .collect();
-        let mut all = Vec::new();
-        for pool in pools {
-            let mut state = pool.state.lock().unwrap();
-            all.extend(state.workers.drain(..).map(|w| w.sandbox));
-        }
+        self.inner.refill.notify_waiters();
+        let all = self.inner.state.lock().unwrap().drain();
         let count = all.len();
         futures_util::future::join_all(all.iter().map(|s| self.inner.sandboxes.remove(s))).await;
         tracing::info!(containers = count, "pool shut down");
     }
 }
 
-impl FunctionState {
-    /// Takes out every non-busy worker of another version (and marks the
-    /// version, so busy ones are removed when their lease ends).
-    fn retire_other_versions(&mut self, version: &str) -> Vec<Arc<Sandbox>> {
-        if self.version == version {
-            return Vec::new();
-        }
-        self.version = version.to_string();
-        let (keep, retired): (Vec<_>, Vec<_>) = std::mem::take(&mut self.workers)
-            .into_iter()
-            .partition(|w| w.phase == Phase::Busy || w.phase == Phase::Unpausing);
-        self.workers = keep;
-        retired.into_iter().map(|w| w.sandbox).collect()
-    }
-}
-
-impl FunctionPool {
-    fn transition(&self, id: &str, phase: Phase) {
-        let mut state = self.state.lock().unwrap();
-        if let Some(w) = state.workers.iter_mut().find(|w| w.sandbox.id == id) {
-            w.set_phase(&self.name, phase);
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .workers
-            .retain(|w| w.sandbox.id != id);
-    }
-}
-
 impl Inner {
+    fn lease(self: &Arc<Self>, sandbox: Arc<Sandbox>, init: Option<Duration>) -> Lease {
+        Lease {
+            pool: self.clone(),
+            sandbox,
+            init,
+            discard: false,
+        }
+    }
+
     fn remove_later(self: &Arc<Self>, sandbox: Arc<Sandbox>) {
         let inner = self.clone();
         tokio::spawn(async move {
@@ -350,66 +309,83 @@ impl Inner {
         }
     }
 
-    /// Pauses a container that is still idle after the grace period.
-    async fn pause_if_idle(self: Arc<Self>, pool: Arc<FunctionPool>, id: String, generation: u64) {
-        tokio::time::sleep(self.settings.pause_grace).await;
-        let sandbox = {
-            let mut state = pool.state.lock().unwrap();
-            let Some(w) = state.workers.iter_mut().find(|w| {
-                w.sandbox.id == id && w.generation == generation && w.phase == Phase::Idle
-            }) else {
-                return;
-            };
-            w.set_phase(&pool.name, Phase::Pausing);
-            w.sandbox.clone()
+    /// Takes a container out of the pool and removes it.
+    fn discard(self: &Arc<Self>, sandbox: &Arc<Sandbox>) {
+        let retired = {
+            let mut state = self.state.lock().unwrap();
+            state.detach(&sandbox.function, &sandbox.id);
+            state.take_retired()
         };
-        let paused = self.sandboxes.pause(&sandbox).await;
-        let mut state = pool.state.lock().unwrap();
-        if let Some(w) = state.workers.iter_mut().find(|w| w.sandbox.id == id) {
-            match paused {
-                Ok(()) => w.set_phase(&pool.name, Phase::Paused),
-                Err(e) => {
-                    // Normal under load on cgroup v1: keep it running.
-                    tracing::debug!(function = %pool.name, sandbox = %id, error = %e, "pause failed");
-                    w.set_phase(&pool.name, Phase::Idle);
-                }
-            }
+        self.remove_all(retired);
+        self.start_pending();
+    }
+
+    /// Starts the containers that queued calls are owed (decided under the
+    /// lock, run here so that each start is its own task).
+    fn start_pending(self: &Arc<Self>) {
+        let starts = self.state.lock().unwrap().take_starts();
+        for (function, code) in starts {
+            let inner = self.clone();
+            tokio::spawn(async move {
+                tracing::debug!(function = %function.name, "creating a container");
+                let started = inner.sandboxes.start(&function, &code).await;
+                let closed = inner.closed.load(Ordering::Acquire);
+                let (retired, granted) = {
+                    let mut state = inner.state.lock().unwrap();
+                    let granted = state.started(&function, started, closed);
+                    (state.take_retired(), granted)
+                };
+                inner.remove_all(retired);
+                inner.schedule_pause(granted);
+                inner.start_pending();
+            });
         }
-        drop(state);
-        pool.freed.notify_one();
+    }
+
+    /// Schedules a pause for a container that went idle (with the idle
+    /// spell's generation, so a later spell is not cut short).
+    fn schedule_pause(self: &Arc<Self>, idle: Option<(Arc<Sandbox>, u64)>) {
+        let Some((sandbox, generation)) = idle else {
+            return;
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(inner.settings.pause_grace).await;
+            if !inner
+                .state
+                .lock()
+                .unwrap()
+                .start_pause(&sandbox, generation)
+            {
+                return;
+            }
+            let paused = inner.sandboxes.pause(&sandbox).await;
+            if let Err(e) = &paused {
+                // Normal under load on cgroup v1: keep it running.
+                tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
+                    "pause failed; the container stays running");
+            }
+            let idle = inner
+                .state
+                .lock()
+                .unwrap()
+                .pause_done(&sandbox, paused.is_ok());
+            inner.schedule_pause(idle);
+        });
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let id = &self.sandbox.id;
-        let mut state = self.function.state.lock().unwrap();
         let closed = self.pool.closed.load(Ordering::Acquire);
-        let position = state.workers.iter().position(|w| &w.sandbox.id == id);
-        let keep = !self.discard && !closed && state.version == self.sandbox.version;
-        match (position, keep) {
-            (Some(i), true) => {
-                let w = &mut state.workers[i];
-                w.last_used = Instant::now();
-                w.generation += 1;
-                w.set_phase(&self.function.name, Phase::Idle);
-                let generation = w.generation;
-                drop(state);
-                tokio::spawn(self.pool.clone().pause_if_idle(
-                    self.function.clone(),
-                    id.clone(),
-                    generation,
-                ));
-            }
-            (position, _) => {
-                if let Some(i) = position {
-                    state.workers.remove(i);
-                }
-                drop(state);
-                self.pool.remove_later(self.sandbox.clone());
-            }
-        }
-        self.function.freed.notify_one();
+        let (retired, idle) = {
+            let mut state = self.pool.state.lock().unwrap();
+            let idle = state.release(&self.sandbox, self.discard || closed);
+            (state.take_retired(), idle)
+        };
+        self.pool.remove_all(retired);
+        self.pool.schedule_pause(idle);
+        self.pool.start_pending();
     }
 }
 
@@ -419,24 +395,21 @@ async fn reap(pool: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = pool.upgrade() else { return };
-        let keep_alive = inner.settings.keep_alive;
-        let pools: Vec<_> = inner.functions.lock().unwrap().values().cloned().collect();
-        for pool in pools {
-            let expired: Vec<_> = {
-                let mut state = pool.state.lock().unwrap();
-                let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut state.workers)
-                    .into_iter()
-                    .partition(|w| {
-                        matches!(w.phase, Phase::Idle | Phase::Paused)
-                            && w.last_used.elapsed() >= keep_alive
-                    });
-                state.workers = keep;
-                old.into_iter().map(|w| w.sandbox).collect()
-            };
-            for sandbox in &expired {
-                tracing::debug!(function = %pool.name, sandbox = %sandbox.id, "keep-alive expired");
-            }
-            inner.remove_all(expired);
-        }
+        let expired = {
+            let mut state = inner.state.lock().unwrap();
+            state.expire(inner.settings.keep_alive);
+            state.take_retired()
+        };
+        inner.remove_all(expired);
+        inner.start_pending();
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("sandbox", &self.sandbox.id)
+            .field("init", &self.init)
+            .finish()
     }
 }

@@ -1,11 +1,12 @@
 //! One container's place in the pool and its lifecycle.
 //!
 //! ```text
-//!  (creating) ──► busy ──► idle ──► pausing ──► paused ──► unpausing ──► busy
-//!                  ▲        │          │                        │
-//!                  └────────┘          └──(pause failed)► idle  └─(failed)► removing
+//!  creating ──► ready ──► busy ◄──► idle ──► pausing ──► paused ──► unpausing ──► busy
+//!  prewarmed (generic, paused) ──► specialising ──► busy        (pause failed ──► idle)
 //! ```
-//! Any phase but busy may end in removal (keep-alive, update, delete).
+//! "creating" and "prewarmed" containers are counted by the pool, not yet
+//! workers; any phase but busy may end in removing (keep-alive, update,
+//! delete, eviction, a timeout or crash).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +42,8 @@ impl Phase {
 pub(super) struct Worker {
     pub sandbox: Arc<Sandbox>,
     pub phase: Phase,
+    /// Calls it is serving now (at most the function's concurrency).
+    pub in_flight: u32,
     /// When its last call ended (or it was created): orders reuse and expiry.
     pub last_used: Instant,
     /// Bumped at each release, so a pause timer only acts on the idle spell
@@ -53,6 +56,7 @@ impl Worker {
         Self {
             sandbox,
             phase: Phase::Busy,
+            in_flight: 0,
             last_used: Instant::now(),
             generation: 0,
         }

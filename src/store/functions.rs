@@ -22,6 +22,10 @@ pub struct Function {
     pub environment: Json<BTreeMap<String, String>>,
     /// Allowed methods on the function URL; `None` means any.
     pub http_methods: Option<Vec<String>>,
+    /// Calls one container serves at once.
+    pub concurrency: i32,
+    /// Containers the function may have at once.
+    pub max_concurrency: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -31,7 +35,7 @@ macro_rules! select_functions {
     ($tail:literal) => {
         concat!(
             "SELECT name, version, runtime, handler, memory_mb, timeout_ms, environment, ",
-            "http_methods, created_at, updated_at FROM functions ",
+            "http_methods, concurrency, max_concurrency, created_at, updated_at FROM functions ",
             $tail
         )
     };
@@ -58,13 +62,14 @@ pub async fn deploy(
 
     let row: (bool,) = sqlx::query_as(
         "INSERT INTO functions (name, version, runtime, handler, memory_mb, timeout_ms, \
-                                environment, http_methods) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                                environment, http_methods, concurrency, max_concurrency) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (name) DO UPDATE SET \
             version = EXCLUDED.version, runtime = EXCLUDED.runtime, \
             handler = EXCLUDED.handler, memory_mb = EXCLUDED.memory_mb, \
             timeout_ms = EXCLUDED.timeout_ms, environment = EXCLUDED.environment, \
-            http_methods = EXCLUDED.http_methods, updated_at = now() \
+            http_methods = EXCLUDED.http_methods, concurrency = EXCLUDED.concurrency, \
+            max_concurrency = EXCLUDED.max_concurrency, updated_at = now() \
          RETURNING (xmax = 0)",
     )
     .bind(name)
@@ -75,6 +80,8 @@ pub async fn deploy(
     .bind(manifest.timeout_ms as i64)
     .bind(Json(&manifest.environment))
     .bind(&manifest.http_methods)
+    .bind(manifest.concurrency as i32)
+    .bind(manifest.max_concurrency as i32)
     .fetch_one(&mut **tx)
     .await?;
     let function = get(&mut **tx, name)
@@ -94,6 +101,27 @@ pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Function>> {
     sqlx::query_as(select_functions!("ORDER BY name"))
         .fetch_all(db)
         .await
+}
+
+/// Changes a function's scale-out limits; returns the function, or `None`
+/// when there is no such function.
+pub async fn set_limits(
+    db: impl PgExecutor<'_>,
+    name: &str,
+    concurrency: Option<i32>,
+    max_concurrency: Option<i32>,
+) -> sqlx::Result<Option<Function>> {
+    sqlx::query_as(concat!(
+        "UPDATE functions SET concurrency = coalesce($2, concurrency), ",
+        "max_concurrency = coalesce($3, max_concurrency), updated_at = now() ",
+        "WHERE name = $1 RETURNING name, version, runtime, handler, memory_mb, timeout_ms, ",
+        "environment, http_methods, concurrency, max_concurrency, created_at, updated_at"
+    ))
+    .bind(name)
+    .bind(concurrency)
+    .bind(max_concurrency)
+    .fetch_optional(db)
+    .await
 }
 
 /// Deletes a function; its code versions and records stay. Returns whether it existed.

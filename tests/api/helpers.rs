@@ -78,6 +78,8 @@ pub async fn test_settings() -> (Settings, std::sync::Arc<tempfile::TempDir>) {
             std::env::var("OL_TEST_NETWORK").unwrap_or_else(|_| "openlambda-test".into()),
         ),
         ("OL_POOL_PAUSE_GRACE_MS".into(), "300".into()),
+        // Tests of prewarming turn it on; the rest see only their own containers.
+        ("OL_POOL_PREWARM".into(), "0".into()),
     ]);
     let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings");
     (settings, data_dir)

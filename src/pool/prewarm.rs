@@ -1,0 +1,70 @@
+//! Prewarming: keeps `OL_POOL_PREWARM` generic containers per runtime
+//! created, started (runtime server up) and paused, so that a function's
+//! first call is a specialisation (unpause, load) rather than a
+//! `docker create`/`start`. Refills in the background as they are taken.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::Inner;
+
+/// Generic containers created at once: the engine starts only a few
+/// containers a second on two cores, and calls need it too.
+const IN_PARALLEL: usize = 4;
+
+pub(super) async fn fill(pool: Weak<Inner>) {
+    loop {
+        let Some(inner) = pool.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let settings = &inner.settings;
+        let memory = settings.prewarm_memory_mb.max(0) as u64;
+        let n = inner
+            .state
+            .lock()
+            .unwrap()
+            .want_prewarm(settings.prewarm, memory, IN_PARALLEL);
+        for _ in 0..n {
+            tokio::spawn(create_one(inner.clone()));
+        }
+        // Woken when one is taken or made; the tick covers freed memory.
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.refill.notified()).await;
+    }
+}
+
+async fn create_one(inner: Arc<Inner>) {
+    let memory = inner.settings.prewarm_memory_mb;
+    let created = inner.sandboxes.create("python", memory, None).await;
+    match created {
+        Ok(sandbox) => {
+            let sandbox = Arc::new(sandbox);
+            let paused = match inner.sandboxes.pause(&sandbox).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(sandbox = %sandbox.id, error = %e, "pause of a prewarmed container failed");
+                    false
+                }
+            };
+            let closed = inner.closed.load(Ordering::Acquire);
+            let retired = {
+                let mut state = inner.state.lock().unwrap();
+                state.prewarmed(sandbox, paused, closed);
+                state.take_retired()
+            };
+            inner.remove_all(retired);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not prewarm a container");
+            inner
+                .state
+                .lock()
+                .unwrap()
+                .prewarm_failed(memory.max(0) as u64);
+            // Do not spin on a broken engine.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    inner.refill.notify_one();
+}

@@ -1,0 +1,651 @@
+//! The pool's bookkeeping: every container, every queued call, and the
+//! memory budget. Pure state under one lock: no I/O and no `.await` here;
+//! what must be done to Docker is returned to the caller (containers to
+//! remove, containers to start) and done outside the lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::worker::{Phase, Worker};
+use super::{ContainerView, PoolStatus, Step};
+use crate::config::PoolSettings;
+use crate::sandbox::{Failure, Sandbox};
+use crate::store::functions::Function;
+
+/// What a queued call is sent when its turn comes.
+pub(crate) enum Grant {
+    /// A container slot, already leased to it.
+    Use {
+        sandbox: Arc<Sandbox>,
+        init: Option<Duration>,
+    },
+    /// Something changed (a container was prewarmed or paused): look again.
+    Retry,
+    /// The container started for it could not be made ready.
+    Failed(Failure),
+}
+
+/// Why a call is refused without waiting.
+pub(crate) enum Refusal {
+    QueueFull,
+    TooLarge { needed: u64, budget: u64 },
+}
+
+struct Waiter {
+    ticket: u64,
+    grant: oneshot::Sender<Grant>,
+}
+
+/// A generic container, started and (normally) paused, with no code yet.
+struct Prewarmed {
+    sandbox: Arc<Sandbox>,
+    paused: bool,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct FunctionState {
+    /// The code version containers must run; others are retired.
+    version: String,
+    /// The function as last called, for starts made on behalf of the queue.
+    latest: Option<(Arc<Function>, PathBuf)>,
+    workers: Vec<Worker>,
+    /// Containers being created for this function.
+    starting: usize,
+    /// Prewarmed containers being specialised for this function.
+    specialising: usize,
+    /// Calls waiting for a container, first come first served.
+    waiters: VecDeque<Waiter>,
+}
+
+impl FunctionState {
+    fn concurrency(&self) -> u32 {
+        self.latest
+            .as_ref()
+            .map_or(1, |(f, _)| f.concurrency.max(1) as u32)
+    }
+
+    fn max_containers(&self) -> usize {
+        self.latest
+            .as_ref()
+            .map_or(1, |(f, _)| f.max_concurrency.max(1) as usize)
+    }
+
+    fn containers(&self) -> usize {
+        self.workers.len() + self.starting + self.specialising
+    }
+
+    /// Hands a slot of `sandbox` to the first queued call that still waits.
+    fn grant(&mut self, sandbox: &Arc<Sandbox>, init: Option<Duration>) -> bool {
+        while let Some(waiter) = self.waiters.pop_front() {
+            let grant = Grant::Use {
+                sandbox: sandbox.clone(),
+                init,
+            };
+            if waiter.grant.send(grant).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Tells the first queued call to look again.
+    fn nudge(&mut self) {
+        while let Some(waiter) = self.waiters.pop_front() {
+            if waiter.grant.send(Grant::Retry).is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) struct State {
+    functions: HashMap<String, FunctionState>,
+    prewarmed: Vec<Prewarmed>,
+    /// Generic containers being created.
+    prewarming: usize,
+    /// Memory of every container counted by its limit (creating ones too), MB.
+    used_mb: u64,
+    budget_mb: u64,
+    next_ticket: u64,
+    /// Containers taken out of the pool, to be removed outside the lock.
+    retired: Vec<Arc<Sandbox>>,
+    /// Containers to start for queued calls, outside the lock.
+    starts: Vec<(Arc<Function>, PathBuf)>,
+}
+
+impl State {
+    pub fn new(budget_mb: u64) -> Self {
+        Self {
+            functions: HashMap::new(),
+            prewarmed: Vec::new(),
+            prewarming: 0,
+            used_mb: 0,
+            budget_mb,
+            next_ticket: 0,
+            retired: Vec::new(),
+            starts: Vec::new(),
+        }
+    }
+
+    pub fn take_retired(&mut self) -> Vec<Arc<Sandbox>> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Decides, for every function with queued calls, which containers to
+    /// start, and returns them (called after every change of state).
+    pub fn take_starts(&mut self) -> Vec<(Arc<Function>, PathBuf)> {
+        let names: Vec<String> = self
+            .functions
+            .iter()
+            .filter(|(_, f)| !f.waiters.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in names {
+            loop {
+                let f = &self.functions[&name];
+                let Some((function, code)) = f.latest.clone() else {
+                    break;
+                };
+                let owed = f.waiters.len();
+                let coming = (f.starting + f.specialising) * f.concurrency() as usize;
+                if coming >= owed || f.containers() >= f.max_containers() {
+                    break;
+                }
+                if !self.reserve(function.memory_mb as u64) {
+                    break;
+                }
+                self.functions.get_mut(&name).expect("listed").starting += 1;
+                self.starts.push((function, code));
+            }
+        }
+        std::mem::take(&mut self.starts)
+    }
+
+    /// Picks the cheapest way to serve a call of `function`.
+    pub fn choose(
+        &mut self,
+        function: &Arc<Function>,
+        code: &Path,
+        settings: &PoolSettings,
+    ) -> Result<Step, Refusal> {
+        let needed = function.memory_mb as u64;
+        if needed > self.budget_mb {
+            return Err(Refusal::TooLarge {
+                needed,
+                budget: self.budget_mb,
+            });
+        }
+        self.retire_other_versions(&function.name, &function.version);
+        let f = self.functions.entry(function.name.clone()).or_default();
+        f.latest = Some((function.clone(), code.to_path_buf()));
+        let concurrency = f.concurrency();
+
+        // 1. A running container with a free slot, most recently used first.
+        let running = f
+            .workers
+            .iter_mut()
+            .filter(|w| matches!(w.phase, Phase::Busy | Phase::Idle) && w.in_flight < concurrency)
+            .max_by_key(|w| (w.in_flight > 0, w.last_used));
+        if let Some(w) = running {
+            w.in_flight += 1;
+            w.set_phase(&function.name, Phase::Busy);
+            return Ok(Step::Use(w.sandbox.clone()));
+        }
+        // 2. A paused one.
+        if let Some(w) = f
+            .workers
+            .iter_mut()
+            .filter(|w| w.phase == Phase::Paused)
+            .max_by_key(|w| w.last_used)
+        {
+            w.in_flight += 1;
+            w.set_phase(&function.name, Phase::Unpausing);
+            return Ok(Step::Unpause(w.sandbox.clone()));
+        }
+        // 3. A prewarmed generic container of the runtime.
+        let room = f.containers() < f.max_containers();
+        if let Some(generic_mb) = self
+            .prewarmed
+            .last()
+            .filter(|_| room)
+            .map(|p| p.sandbox.memory_mb.max(0) as u64)
+        {
+            // Its memory is counted already; count the difference.
+            if self.reserve(needed.saturating_sub(generic_mb)) {
+                self.used_mb -= generic_mb.saturating_sub(needed);
+                let warm = self.prewarmed.pop().expect("checked above");
+                self.functions
+                    .get_mut(&function.name)
+                    .expect("entry made above")
+                    .specialising += 1;
+                tracing::debug!(function = %function.name, sandbox = %warm.sandbox.id,
+                    "prewarmed -> specialising");
+                return Ok(Step::Specialise {
+                    generic: warm.sandbox,
+                    paused: warm.paused,
+                });
+            }
+        }
+        // 4. Wait in line; take_starts() starts what the line is owed.
+        let f = self
+            .functions
+            .get_mut(&function.name)
+            .expect("entry made above");
+        if f.waiters.len() >= settings.queue_length {
+            return Err(Refusal::QueueFull);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        f.waiters.push_back(Waiter { ticket, grant: tx });
+        Ok(Step::Wait { ticket, grant: rx })
+    }
+
+    /// Counts `mb` more against the budget, evicting least recently used
+    /// paused containers (then idle ones) when it is short. False when even
+    /// that would not make room; then nothing is evicted.
+    fn reserve(&mut self, mb: u64) -> bool {
+        if self.used_mb + mb <= self.budget_mb {
+            self.used_mb += mb;
+            return true;
+        }
+        let short = self.used_mb + mb - self.budget_mb;
+        // Candidates: (paused first, least recently used first).
+        let mut candidates: Vec<(bool, Instant, Option<String>, String, u64)> = Vec::new();
+        for (name, f) in &self.functions {
+            for w in &f.workers {
+                if matches!(w.phase, Phase::Paused | Phase::Idle) {
+                    candidates.push((
+                        w.phase != Phase::Paused,
+                        w.last_used,
+                        Some(name.clone()),
+                        w.sandbox.id.clone(),
+                        w.sandbox.memory_mb.max(0) as u64,
+                    ));
+                }
+            }
+        }
+        for p in &self.prewarmed {
+            candidates.push((
+                !p.paused,
+                p.since,
+                None,
+                p.sandbox.id.clone(),
+                p.sandbox.memory_mb.max(0) as u64,
+            ));
+        }
+        candidates.sort_by_key(|c| (c.0, c.1));
+        let mut freed = 0;
+        let mut chosen = Vec::new();
+        for c in candidates {
+            if freed >= short {
+                break;
+            }
+            freed += c.4;
+            chosen.push(c);
+        }
+        if freed < short {
+            return false;
+        }
+        for (_, _, function, id, _) in chosen {
+            match function {
+                Some(name) => {
+                    tracing::debug!(function = %name, sandbox = %id, "evicted (memory budget)");
+                    self.detach(&name, &id);
+                }
+                None => {
+                    if let Some(i) = self.prewarmed.iter().position(|p| p.sandbox.id == id) {
+                        let p = self.prewarmed.remove(i);
+                        self.used_mb -= p.sandbox.memory_mb.max(0) as u64;
+                        self.retired.push(p.sandbox);
+                    }
+                }
+            }
+        }
+        self.used_mb += mb;
+        true
+    }
+
+    /// Takes a function's container out of the pool (to be removed).
+    pub fn detach(&mut self, function: &str, id: &str) {
+        let Some(f) = self.functions.get_mut(function) else {
+            return;
+        };
+        if let Some(i) = f.workers.iter().position(|w| w.sandbox.id == id) {
+            let w = f.workers.remove(i);
+            self.used_mb -= w.sandbox.memory_mb.max(0) as u64;
+            self.retired.push(w.sandbox);
+        }
+    }
+
+    fn retire_other_versions(&mut self, name: &str, version: &str) {
+        let Some(f) = self.functions.get_mut(name) else {
+            return;
+        };
+        if f.version == version {
+            return;
+        }
+        f.version = version.to_string();
+        let ids: Vec<String> = f
+            .workers
+            .iter()
+            .filter(|w| w.in_flight == 0 && w.phase != Phase::Pausing)
+            .map(|w| w.sandbox.id.clone())
+            .collect();
+        for id in ids {
+            self.detach(name, &id);
+        }
+    }
+
+    /// The function was updated or deleted: its idle containers go now,
+    /// busy ones when their calls end.
+    pub fn retire_function(&mut self, name: &str) {
+        self.retire_other_versions(name, "");
+    }
+
+    pub fn unpaused(&mut self, sandbox: &Sandbox) {
+        if let Some(w) = self.worker(&sandbox.function, &sandbox.id) {
+            w.set_phase(&sandbox.function, Phase::Busy);
+        }
+    }
+
+    /// A prewarmed container now serves `function`.
+    pub fn specialised(&mut self, generic: &Sandbox, sandbox: Arc<Sandbox>, function: &Function) {
+        let f = self.functions.entry(function.name.clone()).or_default();
+        f.specialising -= 1;
+        let mut worker = Worker::new(sandbox);
+        worker.in_flight = 1;
+        tracing::debug!(function = %function.name, sandbox = %generic.id, "specialising -> busy");
+        f.workers.push(worker);
+    }
+
+    /// Specialising failed; the container was removed by the sandbox layer.
+    pub fn forget_specialising(&mut self, _generic: &Sandbox, function: &Function) {
+        if let Some(f) = self.functions.get_mut(&function.name) {
+            f.specialising -= 1;
+        }
+        self.used_mb -= function.memory_mb.max(0) as u64;
+    }
+
+    /// A call gave up waiting. False when it was no longer in line (a grant
+    /// is on its way and must be taken).
+    pub fn leave_queue(&mut self, function: &str, ticket: u64) -> bool {
+        let Some(f) = self.functions.get_mut(function) else {
+            return true;
+        };
+        match f.waiters.iter().position(|w| w.ticket == ticket) {
+            Some(i) => {
+                f.waiters.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A container started for the queue is ready (or failed). Hands its
+    /// slots to queued calls; returns it for a pause timer if it went idle.
+    pub fn started(
+        &mut self,
+        function: &Function,
+        started: Result<(Sandbox, Duration), Failure>,
+        closed: bool,
+    ) -> Option<(Arc<Sandbox>, u64)> {
+        let mb = function.memory_mb.max(0) as u64;
+        let f = self.functions.entry(function.name.clone()).or_default();
+        f.starting -= 1;
+        let (sandbox, init) = match started {
+            Ok((sandbox, init)) => (Arc::new(sandbox), init),
+            Err(failure) => {
+                self.used_mb -= mb;
+                tracing::info!(function = %function.name, error = %failure, "container start failed");
+                match failure {
+                    // The same code fails the same way for everyone in line.
+                    Failure::Load { kind, message } => {
+                        for w in f.waiters.drain(..) {
+                            let failure = Failure::Load {
+                                kind: kind.clone(),
+                                message: message.clone(),
+                            };
+                            let _ = w.grant.send(Grant::Failed(failure));
+                        }
+                    }
+                    other => {
+                        if let Some(w) = f.waiters.pop_front() {
+                            let _ = w.grant.send(Grant::Failed(other));
+                        }
+                    }
+                }
+                return None;
+            }
+        };
+        if closed || f.version != sandbox.version {
+            self.used_mb -= mb;
+            self.retired.push(sandbox);
+            f.nudge();
+            return None;
+        }
+        tracing::debug!(function = %function.name, sandbox = %sandbox.id, "creating -> ready");
+        let mut worker = Worker::new(sandbox.clone());
+        let concurrency = f.concurrency();
+        let mut first = true;
+        while worker.in_flight < concurrency && f.grant(&sandbox, first.then_some(init)) {
+            worker.in_flight += 1;
+            first = false;
+        }
+        if worker.in_flight == 0 {
+            worker.set_phase(&function.name, Phase::Idle);
+            let generation = worker.generation;
+            f.workers.push(worker);
+            return Some((sandbox, generation));
+        }
+        f.workers.push(worker);
+        None
+    }
+
+    /// A call's lease ended: hand the slot to the next queued call, or let
+    /// the container go idle (returned for a pause timer), or remove it.
+    pub fn release(&mut self, sandbox: &Arc<Sandbox>, remove: bool) -> Option<(Arc<Sandbox>, u64)> {
+        let name = sandbox.function.as_str();
+        let Some(f) = self.functions.get_mut(name) else {
+            self.used_mb -= sandbox.memory_mb.max(0) as u64;
+            self.retired.push(sandbox.clone());
+            return None;
+        };
+        let stale = f.version != sandbox.version;
+        let i = f.workers.iter().position(|w| w.sandbox.id == sandbox.id)?;
+        if remove || stale {
+            self.detach(name, &sandbox.id);
+            return None;
+        }
+        let w = &mut f.workers[i];
+        w.in_flight -= 1;
+        w.last_used = Instant::now();
+        if f.waiters.is_empty() {
+            if w.in_flight == 0 {
+                w.generation += 1;
+                w.set_phase(name, Phase::Idle);
+                return Some((w.sandbox.clone(), w.generation));
+            }
+            return None;
+        }
+        let handed = w.sandbox.clone();
+        if f.grant(&handed, None) {
+            f.workers[i].in_flight += 1;
+        } else if f.workers[i].in_flight == 0 {
+            let w = &mut f.workers[i];
+            w.generation += 1;
+            w.set_phase(name, Phase::Idle);
+            return Some((w.sandbox.clone(), w.generation));
+        }
+        None
+    }
+
+    /// Marks an idle container as pausing, if it is still in the same idle
+    /// spell. False when it has been used (or removed) since.
+    pub fn start_pause(&mut self, sandbox: &Sandbox, generation: u64) -> bool {
+        match self.worker(&sandbox.function, &sandbox.id) {
+            Some(w) if w.generation == generation && w.phase == Phase::Idle => {
+                w.set_phase(&sandbox.function, Phase::Pausing);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A pause finished. Calls that queued meanwhile are told to look again
+    /// (and find the paused container); a failed pause leaves it idle and
+    /// returns it for another timer.
+    pub fn pause_done(&mut self, sandbox: &Sandbox, paused: bool) -> Option<(Arc<Sandbox>, u64)> {
+        let name = sandbox.function.as_str();
+        let f = self.functions.get_mut(name)?;
+        let stale = f.version != sandbox.version;
+        let i = f.workers.iter().position(|w| w.sandbox.id == sandbox.id)?;
+        if stale {
+            self.detach(name, &sandbox.id);
+            return None;
+        }
+        let w = &mut f.workers[i];
+        if paused {
+            w.set_phase(name, Phase::Paused);
+            if !f.waiters.is_empty() {
+                f.nudge();
+            }
+            return None;
+        }
+        w.set_phase(name, Phase::Idle);
+        let (handed, generation) = (w.sandbox.clone(), w.generation);
+        if f.grant(&handed, None) {
+            let w = &mut f.workers[i];
+            w.in_flight += 1;
+            w.set_phase(name, Phase::Busy);
+            return None;
+        }
+        Some((handed, generation))
+    }
+
+    /// Takes out containers idle or paused for longer than `keep_alive`.
+    pub fn expire(&mut self, keep_alive: Duration) {
+        let mut expired = Vec::new();
+        for (name, f) in &self.functions {
+            for w in &f.workers {
+                if matches!(w.phase, Phase::Idle | Phase::Paused)
+                    && w.last_used.elapsed() >= keep_alive
+                {
+                    tracing::debug!(function = %name, sandbox = %w.sandbox.id, "keep-alive expired");
+                    expired.push((name.clone(), w.sandbox.id.clone()));
+                }
+            }
+        }
+        for (name, id) in expired {
+            self.detach(&name, &id);
+        }
+    }
+
+    fn worker(&mut self, function: &str, id: &str) -> Option<&mut Worker> {
+        self.functions
+            .get_mut(function)?
+            .workers
+            .iter_mut()
+            .find(|w| w.sandbox.id == id)
+    }
+
+    // Prewarming.
+
+    /// How many generic containers to create now to reach `target`; their
+    /// memory is reserved (never by evicting anything).
+    pub fn want_prewarm(&mut self, target: usize, memory_mb: u64, in_parallel: usize) -> usize {
+        let have = self.prewarmed.len() + self.prewarming;
+        let mut n = 0;
+        while have + n < target
+            && self.prewarming < in_parallel
+            && self.used_mb + memory_mb <= self.budget_mb
+        {
+            self.used_mb += memory_mb;
+            self.prewarming += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// A generic container is ready: queued calls are told to look again.
+    pub fn prewarmed(&mut self, sandbox: Arc<Sandbox>, paused: bool, closed: bool) {
+        self.prewarming -= 1;
+        if closed {
+            self.used_mb -= sandbox.memory_mb.max(0) as u64;
+            self.retired.push(sandbox);
+            return;
+        }
+        tracing::debug!(sandbox = %sandbox.id, paused, "creating -> prewarmed");
+        self.prewarmed.push(Prewarmed {
+            sandbox,
+            paused,
+            since: Instant::now(),
+        });
+        for f in self.functions.values_mut() {
+            if !f.waiters.is_empty() {
+                f.nudge();
+                break;
+            }
+        }
+    }
+
+    pub fn prewarm_failed(&mut self, memory_mb: u64) {
+        self.prewarming -= 1;
+        self.used_mb -= memory_mb;
+    }
+
+    // Views.
+
+    pub fn containers(&self, name: &str) -> Vec<ContainerView> {
+        self.functions.get(name).map_or_else(Vec::new, |f| {
+            f.workers
+                .iter()
+                .map(|w| ContainerView {
+                    sandbox: w.sandbox.id.clone(),
+                    container_id: w.sandbox.container_id.clone(),
+                    phase: w.phase.as_str(),
+                    in_flight: w.in_flight,
+                })
+                .collect()
+        })
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let mut s = PoolStatus {
+            prewarmed: self.prewarmed.len(),
+            prewarming: self.prewarming,
+            used_mb: self.used_mb,
+            budget_mb: self.budget_mb,
+            ..PoolStatus::default()
+        };
+        for f in self.functions.values() {
+            s.starting += f.starting + f.specialising;
+            s.queued += f.waiters.len();
+            for w in &f.workers {
+                match w.phase {
+                    Phase::Busy | Phase::Unpausing => s.busy += 1,
+                    Phase::Idle | Phase::Pausing => s.idle += 1,
+                    Phase::Paused => s.paused += 1,
+                }
+            }
+        }
+        s
+    }
+
+    /// Takes every container out (shutdown); queued calls are dropped.
+    pub fn drain(&mut self) -> Vec<Arc<Sandbox>> {
+        let mut all = self.take_retired();
+        for f in self.functions.values_mut() {
+            f.waiters.clear();
+            all.extend(f.workers.drain(..).map(|w| w.sandbox));
+        }
+        all.extend(self.prewarmed.drain(..).map(|p| p.sandbox));
+        self.used_mb = 0;
+        all
+    }
+}
