@@ -25,6 +25,7 @@ pub struct TestApp {
     pub db: PgPool,
     pub docker: Docker,
     pub settings: Settings,
+    pub pool: openlambda::pool::Pool,
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -103,6 +104,7 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
         .expect("manager starts");
     let addr = app.local_addr();
     let db = app.state().db.clone();
+    let pool = app.state().pool.clone();
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run_until(async {
         let _ = rx.await;
@@ -113,6 +115,7 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
         db,
         docker: connect_docker().await.expect("docker"),
         settings,
+        pool,
         data_dir,
         shutdown: Some(tx),
         server: Some(server),
@@ -209,6 +212,20 @@ impl Drop for TestApp {
             }
         }
     }
+}
+
+/// Sends `n` calls at once; returns their (status, body) in order.
+pub async fn concurrent_runs(
+    app: &TestApp,
+    name: &str,
+    event: &str,
+    n: usize,
+) -> Vec<(u16, String)> {
+    let calls = (0..n).map(|_| async {
+        let r = app.run(name, event).await;
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    futures_util::future::join_all(calls).await
 }
 
 /// Containers labelled with `instance` (and `function`, when given).

@@ -5,4 +5,5 @@ mod billing;
 mod containers;
 mod helpers;
 mod invoke;
+mod pool;
 mod upload;
