@@ -14,6 +14,7 @@ use crate::code::CodeStore;
 use crate::config::Settings;
 use crate::images;
 use crate::manifest::Runtime;
+use crate::meter::Recorder;
 use crate::pool::Pool;
 use crate::sandbox::Sandboxes;
 use crate::store;
@@ -27,12 +28,15 @@ pub struct AppState {
     pub catalog: Catalog,
     pub sandboxes: Sandboxes,
     pub pool: Pool,
+    /// Where calls send their records (written in batches).
+    pub recorder: Recorder,
 }
 
 /// A manager ready to serve: database migrated, images built, port bound.
 pub struct Application {
     state: AppState,
     listener: TcpListener,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the local Docker engine at the API version it speaks.
@@ -68,7 +72,9 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;
+        let (recorder, writer) = Recorder::spawn(db.clone());
         let state = AppState {
+            recorder,
             catalog: Catalog::new(db.clone(), code.clone()),
             settings,
             db,
@@ -76,7 +82,11 @@ impl Application {
             sandboxes,
             pool,
         };
-        Ok(Self { state, listener })
+        Ok(Self {
+            state,
+            listener,
+            writer,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -101,6 +111,10 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         self.state.pool.shutdown().await;
+        // Every record reaches Postgres before the manager stops.
+        self.state.recorder.flush().await;
+        drop(self.state.recorder);
+        self.writer.abort();
         self.state.db.close().await;
         served.context("serving HTTP")
     }

@@ -12,7 +12,7 @@ use crate::meter::billed_ms;
 use crate::pool::AcquireError;
 use crate::sandbox::{Failure, Reply};
 use crate::store::functions::Function;
-use crate::store::invocations::{self, Invocation};
+use crate::store::invocations::Invocation;
 
 /// How a call ended.
 #[derive(Debug)]
@@ -125,9 +125,7 @@ async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallRe
         http_status: i32::from(crate::api::invoke::http_status(&outcome).as_u16()),
         billed,
     };
-    if let Err(e) = invocations::insert(&state.db, &record).await {
-        tracing::error!(%request_id, error = %e, "could not store the invocation record");
-    }
+    state.recorder.record(record).await;
     CallResult {
         request_id,
         outcome,

@@ -20,10 +20,12 @@
 //! - [`pool`]: leases on containers, scale-out, pause after grace, keep-alive.
 //! - [`meter`]: the billing formula.
 //! - [`store`]: Postgres tables, one file per table family.
+//! - [`bench`]: `ol bench`, the pool's figures measured side by side.
 //! - [`cli`]: the `ol` command.
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod call;
 pub mod catalog;
 pub mod cli;

@@ -593,7 +593,12 @@ pub fn error_parts(body: &[u8]) -> (String, String) {
 
 /// One HTTP/1.1 exchange over a Unix socket (one connection per request: the
 /// runtime server serves one connection at a time).
-async fn request(socket: &Path, method: &str, path: &str, body: Bytes) -> anyhow::Result<Reply> {
+pub async fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<Reply> {
     let stream = UnixStream::connect(socket)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;

@@ -32,13 +32,27 @@ enum Command {
     /// Build the runtime images that are missing, then print their tags.
     #[command(after_help = "Example:\n  OL_BASE_IMAGE=openlambda/base:bookworm ol images")]
     Images,
+    /// Measure the pool: warm calls, cold starts, the paper's burst.
+    ///
+    /// Starts its own managers in this process (DATABASE_URL must point at a
+    /// Postgres where it may create databases); scripts/bench.sh sets up
+    /// everything the way the test command does.
+    #[command(
+        after_help = "Examples:\n  scripts/bench.sh\n  scripts/bench.sh --only warm,cold\n  scripts/bench.sh --burst-secs 20 --json bench.json"
+    )]
+    Bench(crate::bench::BenchOptions),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The benchmark's report is its output; managers it starts stay quiet.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -67,6 +81,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .run_until(app::shutdown_signal())
                 .await
         }
+        Command::Bench(options) => crate::bench::run(options).await,
         Command::Images => {
             let base = std::env::var("OL_BASE_IMAGE")
                 .ok()

@@ -274,13 +274,26 @@ impl Pool {
         false
     }
 
-    /// Removes every container (graceful stop). New calls are refused.
+    /// Removes every container (graceful stop), including those still being
+    /// created when it began. New calls are refused.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.refill.notify_waiters();
-        let all = self.inner.state.lock().unwrap().drain();
-        let count = all.len();
-        futures_util::future::join_all(all.iter().map(|s| self.inner.sandboxes.remove(s))).await;
+        let deadline = Instant::now() + self.inner.settings.start_timeout;
+        let mut count = 0;
+        loop {
+            let (all, creating) = {
+                let mut state = self.inner.state.lock().unwrap();
+                (state.drain(), state.creating())
+            };
+            count += all.len();
+            futures_util::future::join_all(all.iter().map(|s| self.inner.sandboxes.remove(s)))
+                .await;
+            if creating == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tracing::info!(containers = count, "pool shut down");
     }
 }

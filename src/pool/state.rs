@@ -644,13 +644,27 @@ impl State {
     /// Takes every container out (shutdown); queued calls are dropped.
     pub fn drain(&mut self) -> Vec<Arc<Sandbox>> {
         let mut all = self.take_retired();
+        let mut taken = Vec::new();
         for f in self.functions.values_mut() {
             f.waiters.clear();
-            all.extend(f.workers.drain(..).map(|w| w.sandbox));
+            taken.extend(f.workers.drain(..).map(|w| w.sandbox));
         }
-        all.extend(self.prewarmed.drain(..).map(|p| p.sandbox));
-        self.used_mb = 0;
+        taken.extend(self.prewarmed.drain(..).map(|p| p.sandbox));
+        for sandbox in &taken {
+            self.used_mb -= sandbox.memory_mb.max(0) as u64;
+        }
+        all.extend(taken);
         all
+    }
+
+    /// Containers being created or specialised right now.
+    pub fn creating(&self) -> usize {
+        self.prewarming
+            + self
+                .functions
+                .values()
+                .map(|f| f.starting + f.specialising)
+                .sum::<usize>()
     }
 }
 

@@ -27,25 +27,32 @@ pub struct Invocation {
     pub billed: bool,
 }
 
-pub async fn insert(db: impl PgExecutor<'_>, r: &Invocation) -> sqlx::Result<()> {
+/// Inserts many records in one round trip; a request id already stored is
+/// skipped, so writing a batch twice counts it once.
+pub async fn insert_batch(db: impl PgExecutor<'_>, records: &[Invocation]) -> sqlx::Result<()> {
+    fn column<T>(records: &[Invocation], f: impl Fn(&Invocation) -> T) -> Vec<T> {
+        records.iter().map(f).collect()
+    }
     sqlx::query(
         "INSERT INTO invocations (request_id, function, version, started_at, duration_ms, \
              billed_ms, memory_mb, init_ms, cold, status, http_status, billed) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
+             $5::int8[], $6::int8[], $7::int4[], $8::int8[], $9::bool[], $10::text[], \
+             $11::int4[], $12::bool[]) \
          ON CONFLICT (request_id) DO NOTHING",
     )
-    .bind(r.request_id)
-    .bind(&r.function)
-    .bind(&r.version)
-    .bind(r.started_at)
-    .bind(r.duration_ms)
-    .bind(r.billed_ms)
-    .bind(r.memory_mb)
-    .bind(r.init_ms)
-    .bind(r.cold)
-    .bind(&r.status)
-    .bind(r.http_status)
-    .bind(r.billed)
+    .bind(column(records, |r| r.request_id))
+    .bind(column(records, |r| r.function.clone()))
+    .bind(column(records, |r| r.version.clone()))
+    .bind(column(records, |r| r.started_at))
+    .bind(column(records, |r| r.duration_ms))
+    .bind(column(records, |r| r.billed_ms))
+    .bind(column(records, |r| r.memory_mb))
+    .bind(column(records, |r| r.init_ms))
+    .bind(column(records, |r| r.cold))
+    .bind(column(records, |r| r.status.clone()))
+    .bind(column(records, |r| r.http_status))
+    .bind(column(records, |r| r.billed))
     .execute(db)
     .await?;
     Ok(())

@@ -34,6 +34,7 @@ async fn calls_are_recorded_and_billed() {
     .await;
     assert_eq!(app.run("raises", "1").await.status(), 500);
 
+    app.flush().await;
     // The records.
     let (status, body) = json(
         app.http

@@ -43,6 +43,7 @@ async fn one_container_is_created_on_first_call_and_reused() {
     let labels = containers[0].labels.clone().unwrap();
     assert_eq!(labels["openlambda.function"], "reuse");
     assert!(labels.contains_key("openlambda.sandbox"));
+    app.flush().await;
     let cold: Vec<bool> = sqlx::query_scalar("SELECT cold FROM invocations ORDER BY started_at")
         .fetch_all(&app.db)
         .await

@@ -26,6 +26,7 @@ pub struct TestApp {
     pub docker: Docker,
     pub settings: Settings,
     pub pool: openlambda::pool::Pool,
+    pub recorder: openlambda::meter::Recorder,
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -105,6 +106,7 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
     let addr = app.local_addr();
     let db = app.state().db.clone();
     let pool = app.state().pool.clone();
+    let recorder = app.state().recorder.clone();
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run_until(async {
         let _ = rx.await;
@@ -116,6 +118,7 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
         docker: connect_docker().await.expect("docker"),
         settings,
         pool,
+        recorder,
         data_dir,
         shutdown: Some(tx),
         server: Some(server),
@@ -166,7 +169,14 @@ impl TestApp {
         labelled_containers(&self.docker, &self.settings.instance, None).await
     }
 
+    /// Waits until every call's record is in Postgres.
+    pub async fn flush(&self) {
+        self.recorder.flush().await;
+    }
+
+    /// A count from the database, after the records are written.
     pub async fn count(&self, sql: &'static str) -> i64 {
+        self.flush().await;
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
 

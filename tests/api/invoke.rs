@@ -225,6 +225,7 @@ async fn timeout_is_a_504_and_the_container_goes() {
     );
     // The next call gets a fresh container.
     assert_eq!(app.run("slow", "0").await.status(), 200);
+    app.flush().await;
     let record: (String, i32) = sqlx::query_as(
         "SELECT status, http_status FROM invocations WHERE function = 'slow' AND status <> 'success'",
     )

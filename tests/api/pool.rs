@@ -198,6 +198,7 @@ async fn first_call_takes_a_prewarmed_container() {
         before.contains(&serving[0].container_id),
         "no container was created for the call"
     );
+    app.flush().await;
     let record: (bool, Option<i64>) = sqlx::query_as("SELECT cold, init_ms FROM invocations")
         .fetch_one(&app.db)
         .await

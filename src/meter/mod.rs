@@ -1,9 +1,13 @@
-//! Metering: what one call costs.
+//! Metering: what one call costs, and the writer that stores the records.
 //!
 //! The formula is DESIGN.md's: the duration is rounded up to the billing
 //! granularity, multiplied by the memory size, and priced per GB-second plus a
 //! price per request. Sums are kept as integers (`MB·ms`), so adding up many
 //! calls never drifts; money is derived from the exact sums only at the end.
+
+mod writer;
+
+pub use writer::Recorder;
 
 use crate::config::BillingSettings;
 

@@ -1,0 +1,195 @@
+//! What the scenarios stand on: managers started in this process, each
+//! with its own database and data directory, and an HTTP client.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::{AppState, Application};
+use crate::config::Settings;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build_http()
+}
+
+/// One request; the status and the time to the last byte of the answer.
+pub async fn call(client: &HttpClient, url: &str, body: Bytes) -> anyhow::Result<(u16, Duration)> {
+    let started = Instant::now();
+    let request = hyper::Request::post(url).body(Full::new(body))?;
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    Ok((status, started.elapsed()))
+}
+
+/// The benchmark's environment: where Postgres is and what to build on.
+pub struct Env {
+    admin_url: String,
+    base_image: String,
+}
+
+impl Env {
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let admin_url = std::env::var("DATABASE_URL")
+            .context("DATABASE_URL is not set; run the benchmark through scripts/bench.sh")?;
+        let base_image =
+            std::env::var("OL_BASE_IMAGE").unwrap_or_else(|_| "openlambda/base:bookworm".into());
+        PgConnection::connect(&admin_url)
+            .await
+            .context("connecting to DATABASE_URL")?;
+        Ok(Self {
+            admin_url,
+            base_image,
+        })
+    }
+
+    /// Starts a manager with default settings changed by `tune`.
+    pub async fn manager(
+        &self,
+        label: &str,
+        tune: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Manager> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let db_name = format!("ol_bench_{label}_{id}").replace('-', "_");
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                r#"CREATE DATABASE "{db_name}""#
+            )))
+            .await?;
+        let (server, _) = self
+            .admin_url
+            .rsplit_once('/')
+            .context("DATABASE_URL names no database")?;
+        let data_dir = std::env::temp_dir().join(format!("ol-bench-{label}-{id}"));
+        let vars = [
+            ("DATABASE_URL", format!("{server}/{db_name}")),
+            ("OL_LISTEN", "127.0.0.1:0".into()),
+            ("OL_DATA_DIR", data_dir.display().to_string()),
+            ("OL_BASE_IMAGE", self.base_image.clone()),
+            ("OL_INSTANCE", format!("bench-{label}-{id}")),
+            ("OL_NETWORK", "openlambda-bench".into()),
+        ];
+        let mut settings = Settings::from_lookup(|k| {
+            vars.iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.clone())
+        })?;
+        tune(&mut settings);
+        let app = Application::build(settings).await?;
+        let addr = app.local_addr();
+        let state = app.state().clone();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        Ok(Manager {
+            addr,
+            state,
+            data_dir,
+            db_name,
+            admin_url: self.admin_url.clone(),
+            shutdown: tx,
+            task,
+            client: http_client(),
+        })
+    }
+
+    pub fn base_image(&self) -> &str {
+        &self.base_image
+    }
+}
+
+pub struct Manager {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub data_dir: PathBuf,
+    db_name: String,
+    admin_url: String,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+    pub client: HttpClient,
+}
+
+impl Manager {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Deploys `f.py` (and `ol.yaml`) as `name`.
+    pub async fn deploy(&self, name: &str, handler: &str, manifest: &str) -> anyhow::Result<()> {
+        let zip = zip_of(&[("f.py", handler), ("ol.yaml", manifest)])?;
+        let request = hyper::Request::put(self.url(&format!("/api/v1/functions/{name}")))
+            .header("content-type", "application/zip")
+            .body(Full::new(Bytes::from(zip)))?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "deploying {name}: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// `POST /run/{name}`; fails unless it answers 200.
+    pub async fn run(&self, name: &str, event: &'static str) -> anyhow::Result<Duration> {
+        let (status, took) = call(
+            &self.client,
+            &self.url(&format!("/run/{name}")),
+            Bytes::from_static(event.as_bytes()),
+        )
+        .await?;
+        if status != 200 {
+            bail!("calling {name}: status {status}");
+        }
+        Ok(took)
+    }
+
+    /// Stops the manager (removing its containers) and drops its database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await??;
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                r#"DROP DATABASE IF EXISTS "{}""#,
+                self.db_name
+            )))
+            .await?;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        Ok(())
+    }
+}
+
+fn zip_of(files: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in files {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())?;
+        w.write_all(body.as_bytes())?;
+    }
+    Ok(w.finish()?.into_inner())
+}
+
+/// Progress on stderr, so stdout stays the report.
+pub fn progress(message: impl std::fmt::Display) {
+    eprintln!("bench: {message}");
+}

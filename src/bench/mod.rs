@@ -1,0 +1,199 @@
+//! `ol bench`: the pool's figures, each measured side by side in one run.
+//!
+//! - warm: a trivial call through the manager against the same call sent
+//!   straight to the same container's socket;
+//! - cold: first calls of never-called functions with the prewarmed pool,
+//!   against the same with prewarming off, against `docker run`;
+//! - burst: the paper's experiment, N outstanding calls of a 200 ms handler
+//!   for a while, starting with no container for the function, against a
+//!   plain local server that sleeps 200 ms per request (the ideal).
+//!
+//! Each scenario runs its own manager in this process (own database, data
+//! directory and instance label) and removes it afterwards.
+
+mod harness;
+mod scenarios;
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+/// Options of `ol bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchOptions {
+    /// Scenarios to run, comma-separated: warm, cold, burst.
+    #[arg(long, default_value = "warm,cold,burst", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Calls per path in the warm scenario.
+    #[arg(long, default_value_t = 2000)]
+    pub warm_calls: usize,
+    /// Never-called functions per variant in the cold scenario.
+    #[arg(long, default_value_t = 10)]
+    pub cold_functions: usize,
+    /// Outstanding calls in the burst scenario.
+    #[arg(long, default_value_t = 100)]
+    pub burst_clients: usize,
+    /// How long the burst lasts, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub burst_secs: u64,
+    /// The burst handler's sleep, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub burst_handler_ms: u64,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// Latency figures of one series, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub count: usize,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Stats {
+    pub fn of(samples: &[Duration]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        Self {
+            count: ms.len(),
+            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: *ms.last().expect("not empty"),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<scenarios::Warm>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold: Option<scenarios::Cold>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<scenarios::Burst>,
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let env = harness::Env::from_env().await?;
+    let mut report = Report::default();
+    for scenario in &options.only {
+        match scenario.as_str() {
+            "warm" => report.warm = Some(scenarios::warm(&env, &options).await?),
+            "cold" => report.cold = Some(scenarios::cold(&env, &options).await?),
+            "burst" => report.burst = Some(scenarios::burst(&env, &options).await?),
+            other => anyhow::bail!("unknown scenario {other:?}; use warm, cold or burst"),
+        }
+    }
+    print_table(&report);
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    if let Some(path) = &options.json {
+        std::fs::write(path, &json)?;
+    }
+    Ok(())
+}
+
+fn print_table(report: &Report) {
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let f = |v: f64| format!("{v:.2}");
+    if let Some(w) = &report.warm {
+        rows.push((
+            "warm".into(),
+            "through the manager p50 / p99 (ms)".into(),
+            format!("{} / {}", f(w.manager.p50_ms), f(w.manager.p99_ms)),
+        ));
+        rows.push((
+            "warm".into(),
+            "straight to the socket p50 / p99 (ms)".into(),
+            format!("{} / {}", f(w.direct.p50_ms), f(w.direct.p99_ms)),
+        ));
+        rows.push((
+            "warm".into(),
+            "p50 ratio manager / direct (target <= 1.5)".into(),
+            f(w.p50_ratio),
+        ));
+    }
+    if let Some(c) = &report.cold {
+        rows.push((
+            "cold".into(),
+            "prewarmed pool p50 / max (ms) (target p50 < 50)".into(),
+            format!("{} / {}", f(c.prewarmed.p50_ms), f(c.prewarmed.max_ms)),
+        ));
+        rows.push((
+            "cold".into(),
+            "no prewarming p50 / max (ms)".into(),
+            format!("{} / {}", f(c.no_prewarm.p50_ms), f(c.no_prewarm.max_ms)),
+        ));
+        rows.push((
+            "cold".into(),
+            "docker run p50 / max (ms)".into(),
+            format!("{} / {}", f(c.docker_run.p50_ms), f(c.docker_run.max_ms)),
+        ));
+        rows.push((
+            "cold".into(),
+            "docker run / prewarmed, p50 (target >= 10)".into(),
+            f(c.speedup_vs_docker_run),
+        ));
+    }
+    if let Some(b) = &report.burst {
+        for (who, s) in [("platform", &b.platform), ("ideal server", &b.ideal)] {
+            rows.push((
+                "burst".into(),
+                format!("{who}: mean / p50 / p99 / max (ms)"),
+                format!(
+                    "{} / {} / {} / {}",
+                    f(s.latency.mean_ms),
+                    f(s.latency.p50_ms),
+                    f(s.latency.p99_ms),
+                    f(s.latency.max_ms)
+                ),
+            ));
+            rows.push((
+                "burst".into(),
+                format!("{who}: calls / errors / all clients served once (s)"),
+                format!(
+                    "{} / {} / {:.2}",
+                    s.latency.count, s.errors, s.all_served_once_s
+                ),
+            ));
+        }
+        rows.push((
+            "burst".into(),
+            "mean ratio platform / ideal (target <= 1.3)".into(),
+            f(b.mean_ratio),
+        ));
+    }
+    let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    println!("\n{:<8} {:<width$}  figure", "scenario", "measure");
+    for (scenario, what, figure) in rows {
+        println!("{scenario:<8} {what:<width$}  {figure}");
+    }
+    println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_a_series() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = Stats::of(&samples);
+        assert_eq!(s.count, 100);
+        assert_eq!(s.p50_ms, 51.0);
+        assert_eq!(s.p99_ms, 99.0);
+        assert_eq!(s.max_ms, 100.0);
+        assert!((s.mean_ms - 50.5).abs() < 1e-9);
+        assert_eq!(Stats::of(&[]).count, 0);
+    }
+}
