@@ -20,6 +20,7 @@ export OL_BASE_IMAGE="${OL_BASE_IMAGE:-$(images/bootstrap-base.sh | tail -n1)}"
 ol_start_postgres
 step "building the release binary"
 cargo build --release --locked
-./target/release/ol images
+bin="${CARGO_TARGET_DIR:-target}/release/ol"
+"$bin" images
 step "running the benchmark"
-./target/release/ol bench "$@"
+"$bin" bench "$@"

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use bollard::Docker;
@@ -15,6 +16,7 @@ use crate::config::Settings;
 use crate::images;
 use crate::manifest::Runtime;
 use crate::meter::Recorder;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::sandbox::Sandboxes;
 use crate::store;
@@ -28,8 +30,9 @@ pub struct AppState {
     pub catalog: Catalog,
     pub sandboxes: Sandboxes,
     pub pool: Pool,
-    /// Where calls send their records (written in batches).
+    /// Where calls send their records (journaled, written in batches).
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A manager ready to serve: database migrated, images built, port bound.
@@ -72,9 +75,11 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;
-        let (recorder, writer) = Recorder::spawn(db.clone());
+        let (recorder, writer) = Recorder::start(db.clone(), &settings.data_dir.join("journal"))?;
+        tokio::spawn(expire_logs(db.clone(), settings.log_retention_days));
         let state = AppState {
             recorder,
+            metrics: Arc::default(),
             catalog: Catalog::new(db.clone(), code.clone()),
             settings,
             db,
@@ -111,12 +116,30 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         self.state.pool.shutdown().await;
-        // Every record reaches Postgres before the manager stops.
-        self.state.recorder.flush().await;
-        drop(self.state.recorder);
+        // Records reach Postgres before the manager stops; if it is away,
+        // they wait in the journal for the next start.
+        if !self.state.recorder.flush(Duration::from_secs(10)).await {
+            tracing::warn!(
+                pending = self.state.recorder.depth(),
+                "Postgres did not take every record; they stay in the journal"
+            );
+        }
         self.writer.abort();
         self.state.db.close().await;
         served.context("serving HTTP")
+    }
+}
+
+/// Clears call output older than the retention, hourly.
+async fn expire_logs(db: PgPool, days: i64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match crate::store::invocations::expire_logs(&db, days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(calls = n, days, "cleared call output past its retention"),
+            Err(e) => tracing::warn!(error = %e, "could not clear old call output"),
+        }
     }
 }
 

@@ -49,6 +49,34 @@ impl Outcome {
     }
 }
 
+/// Records a call of a function that does not exist (not billed).
+pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
+    let request_id = Uuid::new_v4();
+    if crate::manifest::FunctionName::parse(name).is_err() {
+        return request_id;
+    }
+    let record = Invocation {
+        request_id,
+        function: name.to_string(),
+        version: String::new(),
+        started_at: Utc::now(),
+        duration_ms: 0,
+        billed_ms: 0,
+        memory_mb: 0,
+        max_memory_used_mb: None,
+        init_ms: None,
+        wait_ms: 0,
+        cold: false,
+        status: "not_found".into(),
+        http_status: 404,
+        billed: false,
+        logs: None,
+    };
+    state.metrics.observe(&record);
+    state.recorder.record(&record);
+    request_id
+}
+
 /// Runs one call of `function` with `event` (JSON bytes). The work runs in
 /// its own task: a caller that hangs up does not stop the call half-way, so
 /// the container goes back to the pool and the call is still metered.
@@ -73,17 +101,19 @@ async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallRe
         Err(e) => Err(AcquireError::Start(Failure::Platform(e))),
         Ok(code) => state.pool.acquire(function, &code).await,
     };
+    let waited = queued.elapsed();
+    let mut peak_mb = None;
     let (outcome, duration, init, cold) = match lease {
         Err(e) => (Outcome::NotStarted(e), Duration::ZERO, None, false),
         Ok(lease) => {
             let init = lease.init;
             let cold = lease.cold();
+            let sandbox = lease.sandbox();
+            sandbox.memory_peak.reset();
             let began = Instant::now();
-            let result = state
-                .sandboxes
-                .invoke(lease.sandbox(), event, timeout)
-                .await;
+            let result = state.sandboxes.invoke(sandbox, event, timeout).await;
             let duration = began.elapsed();
+            peak_mb = sandbox.memory_peak.read_mb();
             let outcome = match result {
                 Ok(reply) => Outcome::Handled(reply),
                 Err(failure) => {
@@ -96,7 +126,8 @@ async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallRe
             (outcome, duration, init, cold)
         }
     };
-    tracing::debug!(%request_id, function = %function.name, wait_ms = queued.elapsed().as_millis() as u64,
+    let wait = waited.saturating_sub(init.unwrap_or_default());
+    tracing::debug!(%request_id, function = %function.name, wait_ms = wait.as_millis() as u64,
         duration_ms = duration.as_millis() as u64, cold, "call done");
 
     let (status, billed) = outcome.status();
@@ -119,13 +150,20 @@ async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallRe
             0
         },
         memory_mb: function.memory_mb,
+        max_memory_used_mb: peak_mb,
         init_ms: init.map(|d| d.as_millis() as i64),
+        wait_ms: wait.as_millis() as i64,
         cold,
         status: status.to_string(),
         http_status: i32::from(crate::api::invoke::http_status(&outcome).as_u16()),
         billed,
+        logs: match &outcome {
+            Outcome::Handled(reply) => reply.output.clone().filter(|o| !o.is_empty()),
+            _ => None,
+        },
     };
-    state.recorder.record(record).await;
+    state.metrics.observe(&record);
+    state.recorder.record(&record);
     CallResult {
         request_id,
         outcome,

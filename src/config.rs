@@ -33,6 +33,8 @@ pub struct Settings {
     pub network: String,
     pub pool: PoolSettings,
     pub billing: BillingSettings,
+    /// Days a call's output is kept (`OL_LOG_RETENTION_DAYS`).
+    pub log_retention_days: i64,
 }
 
 /// Knobs of the container pool (`OL_POOL_*`).
@@ -152,6 +154,7 @@ impl Settings {
                 )?,
                 bill_init: number(&get, "OL_BILLING_BILL_INIT", billing_defaults.bill_init)?,
             },
+            log_retention_days: number(&get, "OL_LOG_RETENTION_DAYS", 7)?,
         })
     }
 }

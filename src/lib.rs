@@ -18,7 +18,8 @@
 //! - [`sandbox`]: one container: create, load, invoke over its Unix socket,
 //!   pause, remove.
 //! - [`pool`]: leases on containers, scale-out, pause after grace, keep-alive.
-//! - [`meter`]: the billing formula.
+//! - [`meter`]: the billing formula, the record journal and its writer.
+//! - [`metrics`]: `/metrics` in Prometheus' text format.
 //! - [`store`]: Postgres tables, one file per table family.
 //! - [`bench`]: `ol bench`, the pool's figures measured side by side.
 //! - [`cli`]: the `ol` command.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod images;
 pub mod manifest;
 pub mod meter;
+pub mod metrics;
 pub mod pool;
 pub mod sandbox;
 pub mod store;

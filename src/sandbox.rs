@@ -46,6 +46,7 @@ pub struct Sandbox {
     pub function: String,
     pub version: String,
     pub memory_mb: i32,
+    pub memory_peak: MemoryPeak,
 }
 
 impl Sandbox {
@@ -58,7 +59,10 @@ impl Sandbox {
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    /// The handler's result (or its error).
     pub body: Bytes,
+    /// What the call printed, when the runtime sent any.
+    pub output: Option<String>,
 }
 
 /// Why a call did not get an answer from the handler.
@@ -170,6 +174,7 @@ impl Sandboxes {
             function: function.map(|f| f.name.clone()).unwrap_or_default(),
             version: function.map(|f| f.version.clone()).unwrap_or_default(),
             memory_mb,
+            memory_peak: MemoryPeak::default(),
         };
         match self.create_container(&mut sandbox, runtime).await {
             Ok(()) => Ok(sandbox),
@@ -234,6 +239,8 @@ impl Sandboxes {
             )
             .await
             .context("starting the function container")?;
+        // The memory cgroup exists once the container runs.
+        sandbox.memory_peak = MemoryPeak::find(&sandbox.container_id);
         self.wait_ready(sandbox, Instant::now() + pool.start_timeout)
             .await
     }
@@ -301,6 +308,7 @@ impl Sandboxes {
             function: function.name.clone(),
             version: function.version.clone(),
             memory_mb: function.memory_mb,
+            memory_peak: generic.memory_peak.clone(),
         };
         let result = async {
             if paused {
@@ -614,6 +622,65 @@ pub async fn request(
         .body(Full::new(body))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok(Reply { status, body })
+    let result_len = response
+        .headers()
+        .get("x-ol-result-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut body = response.into_body().collect().await?.to_bytes();
+    // The call's output follows the result.
+    let output = match result_len {
+        Some(n) if n < body.len() => {
+            let output = body.split_off(n);
+            Some(String::from_utf8_lossy(&output).into_owned())
+        }
+        _ => None,
+    };
+    Ok(Reply {
+        status,
+        body,
+        output,
+    })
+}
+
+/// The container's peak memory, from its memory cgroup (v1 or v2).
+///
+/// Reading a file beats streaming `docker stats`, which loads the engine.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryPeak {
+    /// `memory.max_usage_in_bytes` (v1, resettable) or `memory.peak` (v2).
+    file: Option<PathBuf>,
+}
+
+impl MemoryPeak {
+    pub fn find(container_id: &str) -> Self {
+        let candidates = [
+            format!("/sys/fs/cgroup/memory/docker/{container_id}/memory.max_usage_in_bytes"),
+            format!("/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope/memory.max_usage_in_bytes"),
+            format!("/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.peak"),
+            format!("/sys/fs/cgroup/docker/{container_id}/memory.peak"),
+        ];
+        Self {
+            file: candidates
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists()),
+        }
+    }
+
+    /// Starts a new measurement where the kernel allows it (cgroup v1, as root).
+    pub fn reset(&self) {
+        if let Some(file) = &self.file {
+            let _ = std::fs::write(file, "0");
+        }
+    }
+
+    pub fn read_mb(&self) -> Option<i32> {
+        let bytes: u64 = std::fs::read_to_string(self.file.as_ref()?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(bytes.div_ceil(1024 * 1024) as i32)
+    }
 }

@@ -12,9 +12,12 @@ a container serves at once: the function's concurrency):
                 the handler's return value.
   GET  /health  liveness.
 
-A handler exception answers 500 with {"error": {"type", "message"}}; the
-traceback goes to stderr (the container's log). Only the standard library is
-used, so the image stays small and starts fast.
+A handler exception answers 500 with {"error": {"type", "message"}}.
+
+What a call prints (stdout, stderr, its traceback) is kept per call, up to
+LOG_LIMIT bytes, and sent back after the result: the header
+X-Ol-Result-Length says where the result ends and the output begins. Only the
+standard library is used, so the image stays small and starts fast.
 """
 
 import importlib
@@ -23,14 +26,59 @@ import os
 import socket
 import socketserver
 import sys
+import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
 
 SOCKET_PATH = os.environ.get("OL_SOCKET", "/host/ol.sock")
 
+LOG_LIMIT = 64 * 1024
+CUT_MARKER = "\n[output cut at 64 KiB]\n"
+
 handler_fn = None
 loaded = None
+_call = threading.local()
+
+
+class CallOutput:
+    """Stands in for sys.stdout and sys.stderr: what a call's thread writes
+    goes to that call's buffer; anything else to the container's log."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, text):
+        buf = getattr(_call, "output", None)
+        if buf is None:
+            return self.real.write(text)
+        data = text.encode("utf-8", "replace")
+        room = LOG_LIMIT - buf["size"]
+        if len(data) > room:
+            buf["cut"] = True
+            data = data[: max(room, 0)]
+        buf["parts"].append(data)
+        buf["size"] += len(data)
+        return len(text)
+
+    def flush(self):
+        self.real.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def start_capture():
+    _call.output = {"parts": [], "size": 0, "cut": False}
+
+
+def end_capture():
+    buf = _call.output
+    _call.output = None
+    out = b"".join(buf["parts"])
+    if buf["cut"]:
+        out = out.decode("utf-8", "ignore").encode() + CUT_MARKER.encode()
+    return out
 
 
 def _error(kind, message):
@@ -48,13 +96,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
-    def _send(self, status, payload, raw=None):
+    def _send(self, status, payload, raw=None, output=b""):
         body = raw if raw is not None else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) + len(output)))
+        self.send_header("X-Ol-Result-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body + output)
 
     def _body(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -107,14 +156,17 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._send(400, _error("InvalidEvent", "event is not JSON: %s" % exc))
             return
+        start_capture()
         try:
             result = handler_fn(event)
             body = json.dumps(result).encode()
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything
             traceback.print_exc()
-            self._send(500, _error(type(exc).__name__, str(exc)))
+            output = end_capture()
+            sys.__stderr__.write(output.decode("utf-8", "replace"))
+            self._send(500, _error(type(exc).__name__, str(exc)), output=output)
             return
-        self._send(200, None, raw=body)
+        self._send(200, None, raw=body, output=end_capture())
 
 
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -139,6 +191,8 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def main():
+    sys.stdout = CallOutput(sys.stdout)
+    sys.stderr = CallOutput(sys.stderr)
     server = UnixServer(SOCKET_PATH, Handler)
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     print("openlambda runtime listening on %s" % SOCKET_PATH, flush=True)

@@ -1,9 +1,12 @@
-//! `/api/v1/billing`: usage and cost per function over a date range.
+//! `/api/v1/billing`: usage and cost per function (or per function and day)
+//! over a date range, as JSON or CSV. The HTML page (`/billing`) is in `ui`.
 
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{Datelike, Days, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -13,41 +16,48 @@ use crate::meter::Usage;
 use crate::store::invocations;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/billing", get(report))
+    Router::new().route("/billing", get(report_api))
 }
 
-#[derive(Deserialize)]
-struct ReportQuery {
-    from: Option<String>,
-    to: Option<String>,
-    function: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Report {
-    from: NaiveDate,
-    to: NaiveDate,
-    currency: &'static str,
-    functions: Vec<Line>,
-    total: Figures,
+#[derive(Deserialize, Default)]
+pub struct ReportQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub function: Option<String>,
+    /// `day`: a line per function and day.
+    pub group: Option<String>,
+    /// `csv` for CSV; JSON otherwise.
+    pub format: Option<String>,
 }
 
 #[derive(Serialize)]
-struct Line {
-    name: String,
+pub struct Report {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub currency: &'static str,
+    pub functions: Vec<Line>,
+    pub total: Figures,
+}
+
+#[derive(Serialize)]
+pub struct Line {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<NaiveDate>,
     #[serde(flatten)]
-    figures: Figures,
+    pub figures: Figures,
 }
 
 #[derive(Serialize)]
-struct Figures {
-    invocations: i64,
-    billed_ms: i64,
-    gb_seconds: f64,
-    cost: f64,
+pub struct Figures {
+    pub invocations: i64,
+    pub billed_ms: i64,
+    pub gb_seconds: f64,
+    pub cost: f64,
 }
 
 impl Figures {
+    /// Money is derived once, from the exact integer sums.
     fn of(usage: Usage, prices: &BillingSettings) -> Self {
         Self {
             invocations: usage.invocations,
@@ -58,9 +68,10 @@ impl Figures {
     }
 }
 
-/// To a millionth of a cent: beyond that a float only shows noise.
+/// To a billionth of a cent (single calls cost fractions of a micro-dollar);
+/// beyond that a float only shows noise.
 fn round_money(usd: f64) -> f64 {
-    (usd * 1e8).round() / 1e8
+    (usd * 1e11).round() / 1e11
 }
 
 fn parse_date(key: &str, raw: &str) -> Result<NaiveDate, ApiError> {
@@ -72,16 +83,19 @@ fn parse_date(key: &str, raw: &str) -> Result<NaiveDate, ApiError> {
     })
 }
 
-async fn report(
-    State(state): State<AppState>,
-    Query(query): Query<ReportQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+}
+
+/// The range asked for: `from` (default: the 1st of this month) inclusive,
+/// `to` (default: tomorrow) exclusive, UTC.
+pub fn range(query: &ReportQuery) -> Result<(NaiveDate, NaiveDate), ApiError> {
     let today = Utc::now().date_naive();
-    let from = match &query.from {
+    let from = match query.from.as_deref().filter(|s| !s.is_empty()) {
         Some(raw) => parse_date("from", raw)?,
         None => today.with_day(1).expect("day 1 exists"),
     };
-    let to = match &query.to {
+    let to = match query.to.as_deref().filter(|s| !s.is_empty()) {
         Some(raw) => parse_date("to", raw)?,
         None => today + Days::new(1),
     };
@@ -91,26 +105,83 @@ async fn report(
             format!("from ({from}) must be before to ({to}); to is exclusive"),
         ));
     }
-    let start = from.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    let end = to.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    Ok((from, to))
+}
+
+pub async fn report(state: &AppState, query: &ReportQuery) -> Result<Report, ApiError> {
+    let (from, to) = range(query)?;
+    let by_day = match query.group.as_deref() {
+        None | Some("") | Some("function") => false,
+        Some("day") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_group",
+                format!("group={other:?} is not known; use group=day, or leave it out"),
+            ))
+        }
+    };
+    let function = query.function.as_deref().filter(|f| !f.is_empty());
     let prices = &state.settings.billing;
     let rows =
-        invocations::usage_by_function(&state.db, start, end, query.function.as_deref()).await?;
-    let total = rows.iter().fold(Usage::default(), |acc, (_, u)| acc + *u);
-    let report = Report {
+        invocations::usage(&state.db, midnight(from), midnight(to), function, by_day).await?;
+    let total = rows
+        .iter()
+        .fold(Usage::default(), |acc, (_, _, u)| acc + *u);
+    Ok(Report {
         from,
         to,
         currency: "USD",
         functions: rows
             .into_iter()
-            .map(|(name, usage)| Line {
+            .map(|(name, day, usage)| Line {
                 name,
+                day,
                 figures: Figures::of(usage, prices),
             })
             .collect(),
         total: Figures::of(total, prices),
-    };
-    Ok(Json(
-        serde_json::to_value(report).map_err(ApiError::internal)?,
-    ))
+    })
+}
+
+async fn report_api(
+    State(state): State<AppState>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let report = report(&state, &query).await?;
+    match query.format.as_deref() {
+        None | Some("") | Some("json") => Ok(Json(report).into_response()),
+        Some("csv") => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"openlambda-billing.csv\"",
+                ),
+            ],
+            csv(&report, query.group.as_deref() == Some("day")),
+        )
+            .into_response()),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_format",
+            format!("format={other:?} is not known; use format=csv, or leave it out for JSON"),
+        )),
+    }
+}
+
+/// A header line, then a line per function (or per function and day).
+fn csv(report: &Report, by_day: bool) -> String {
+    let mut out = String::from(if by_day {
+        "function,day,invocations,billed_ms,gb_seconds,cost_usd\n"
+    } else {
+        "function,invocations,billed_ms,gb_seconds,cost_usd\n"
+    });
+    for line in &report.functions {
+        let f = &line.figures;
+        let day = line.day.map(|d| format!("{d},")).unwrap_or_default();
+        out.push_str(&format!(
+            "{},{day}{},{},{},{}\n",
+            line.name, f.invocations, f.billed_ms, f.gb_seconds, f.cost
+        ));
+    }
+    out
 }

@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
             get(show).put(deploy).patch(set_limits).delete(delete),
         )
         .route("/functions/{name}/invocations", get(recent_invocations))
+        .route("/functions/{name}/logs", get(call_logs))
 }
 
 /// A function as the API shows it.
@@ -266,6 +267,19 @@ async fn set_limits(
 #[derive(Deserialize)]
 struct RecentQuery {
     limit: Option<i64>,
+    /// Only calls that started before this (RFC 3339): the next page.
+    before: Option<String>,
+}
+
+fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit={limit} is out of range; use 1 to 1000"),
+        ));
+    }
+    Ok(limit)
 }
 
 async fn recent_invocations(
@@ -274,13 +288,56 @@ async fn recent_invocations(
     Query(query): Query<RecentQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit={limit} is out of range; use 1 to 1000"),
-        ));
-    }
-    let records = invocations::recent(&state.db, name.as_str(), limit).await?;
-    Ok(Json(json!({ "invocations": records })))
+    let limit = parse_limit(query.limit)?;
+    let before = match query.before.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_before",
+                        format!(
+                            "before={raw:?} is not a time; pass the next_before of the previous page \
+                             (RFC 3339, e.g. 2026-11-28T12:00:00Z)"
+                        ),
+                    )
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let records = invocations::recent(&state.db, name.as_str(), before, limit).await?;
+    // A full page may have more behind it.
+    let next_before = (records.len() as i64 == limit)
+        .then(|| records.last().map(|r| r.started_at.to_rfc3339()))
+        .flatten();
+    Ok(Json(
+        json!({ "invocations": records, "next_before": next_before }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    request_id: Option<String>,
+    limit: Option<i64>,
+}
+
+/// What calls printed, newest first: `{"logs": [{request_id, started_at, status, logs}]}`.
+async fn call_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = parse_name(&name)?;
+    let limit = parse_limit(query.limit)?;
+    let request_id = match query.request_id.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(uuid::Uuid::parse_str(raw).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_request_id",
+                format!("request_id={raw:?} is not a request id; use the x-request-id of a call"),
+            )
+        })?),
+    };
+    let logs = invocations::logs(&state.db, name.as_str(), request_id, limit).await?;
+    Ok(Json(json!({ "logs": logs })))
 }

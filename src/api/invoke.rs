@@ -55,7 +55,14 @@ async fn run(State(state): State<AppState>, Path(name): Path<String>, body: Body
 async fn invoke(state: AppState, name: String, method: Option<Method>, body: Body) -> Response {
     let function = match state.catalog.get(&name).await {
         Ok(Some(f)) => f,
-        Ok(None) => return ApiError::function_not_found(&name).into_response(),
+        Ok(None) => {
+            let request_id = call::record_unknown(&state, &name);
+            let mut response = ApiError::function_not_found(&name).into_response();
+            if let Ok(id) = HeaderValue::from_str(&request_id.to_string()) {
+                response.headers_mut().insert("x-request-id", id);
+            }
+            return response;
+        }
         Err(e) => return ApiError::from(e).into_response(),
     };
     if let (Some(method), Some(allowed)) = (&method, &function.http_methods) {

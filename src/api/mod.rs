@@ -7,12 +7,31 @@ mod billing;
 pub mod error;
 mod functions;
 pub mod invoke;
+mod ui;
 
 use axum::routing::get;
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
+use crate::metrics::Gauges;
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    let gauges = Gauges {
+        pool: state.pool.status(),
+        records_pending: state.recorder.depth(),
+        journal_bytes: state.recorder.journal_bytes(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(&gauges),
+    )
+}
 
 pub fn router(state: AppState) -> Router {
     let management = Router::new()
@@ -26,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", management)
         .merge(invoke::router())
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .merge(ui::router())
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

@@ -59,6 +59,33 @@ impl Env {
         })
     }
 
+    /// Creates an empty database; returns its name and URL.
+    async fn create_database(&self, label: &str) -> anyhow::Result<(String, String)> {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+        let name = format!("ol_bench_{label}_{id}").replace('-', "_");
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .await?;
+        let (server, _) = self
+            .admin_url
+            .rsplit_once('/')
+            .context("DATABASE_URL names no database")?;
+        let url = format!("{server}/{name}");
+        Ok((name, url))
+    }
+
+    /// A fresh, migrated database (dropped with [`Database::drop`]).
+    pub async fn database(&self, label: &str) -> anyhow::Result<Database> {
+        let (name, url) = self.create_database(label).await?;
+        let pool = crate::store::connect(&url).await?;
+        Ok(Database {
+            pool,
+            name,
+            admin_url: self.admin_url.clone(),
+        })
+    }
+
     /// Starts a manager with default settings changed by `tune`.
     pub async fn manager(
         &self,
@@ -66,20 +93,10 @@ impl Env {
         tune: impl FnOnce(&mut Settings),
     ) -> anyhow::Result<Manager> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-        let db_name = format!("ol_bench_{label}_{id}").replace('-', "_");
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                r#"CREATE DATABASE "{db_name}""#
-            )))
-            .await?;
-        let (server, _) = self
-            .admin_url
-            .rsplit_once('/')
-            .context("DATABASE_URL names no database")?;
+        let (db_name, db_url) = self.create_database(label).await?;
         let data_dir = std::env::temp_dir().join(format!("ol-bench-{label}-{id}"));
         let vars = [
-            ("DATABASE_URL", format!("{server}/{db_name}")),
+            ("DATABASE_URL", db_url),
             ("OL_LISTEN", "127.0.0.1:0".into()),
             ("OL_DATA_DIR", data_dir.display().to_string()),
             ("OL_BASE_IMAGE", self.base_image.clone()),
@@ -113,6 +130,26 @@ impl Env {
 
     pub fn base_image(&self) -> &str {
         &self.base_image
+    }
+}
+
+pub struct Database {
+    pub pool: sqlx::PgPool,
+    name: String,
+    admin_url: String,
+}
+
+impl Database {
+    pub async fn drop(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                r#"DROP DATABASE IF EXISTS "{}""#,
+                self.name
+            )))
+            .await?;
+        Ok(())
     }
 }
 

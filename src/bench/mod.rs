@@ -22,8 +22,8 @@ use serde::Serialize;
 /// Options of `ol bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchOptions {
-    /// Scenarios to run, comma-separated: warm, cold, burst.
-    #[arg(long, default_value = "warm,cold,burst", value_delimiter = ',')]
+    /// Scenarios to run, comma-separated: warm, cold, burst, writer.
+    #[arg(long, default_value = "warm,cold,burst,writer", value_delimiter = ',')]
     pub only: Vec<String>,
     /// Calls per path in the warm scenario.
     #[arg(long, default_value_t = 2000)]
@@ -40,6 +40,9 @@ pub struct BenchOptions {
     /// The burst handler's sleep, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub burst_handler_ms: u64,
+    /// Records in the writer scenario.
+    #[arg(long, default_value_t = 50_000)]
+    pub writer_records: usize,
     /// Also write the JSON report to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -81,6 +84,8 @@ pub struct Report {
     pub cold: Option<scenarios::Cold>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<scenarios::Burst>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer: Option<scenarios::Writer>,
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
@@ -91,7 +96,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "warm" => report.warm = Some(scenarios::warm(&env, &options).await?),
             "cold" => report.cold = Some(scenarios::cold(&env, &options).await?),
             "burst" => report.burst = Some(scenarios::burst(&env, &options).await?),
-            other => anyhow::bail!("unknown scenario {other:?}; use warm, cold or burst"),
+            "writer" => report.writer = Some(scenarios::writer(&env, &options).await?),
+            other => anyhow::bail!("unknown scenario {other:?}; use warm, cold, burst or writer"),
         }
     }
     print_table(&report);
@@ -171,6 +177,28 @@ fn print_table(report: &Report) {
             "burst".into(),
             "mean ratio platform / ideal (target <= 1.3)".into(),
             f(b.mean_ratio),
+        ));
+    }
+    if let Some(w) = &report.writer {
+        rows.push((
+            "writer".into(),
+            format!("records/s through journal + writer ({} records)", w.records),
+            format!("{:.0}", w.journaled_per_s),
+        ));
+        rows.push((
+            "writer".into(),
+            "records/s in batches of 1000 (target >= 20000)".into(),
+            format!("{:.0}", w.batched_per_s),
+        ));
+        rows.push((
+            "writer".into(),
+            "records/s one insert each".into(),
+            format!("{:.0}", w.single_per_s),
+        ));
+        rows.push((
+            "writer".into(),
+            "batched / one each".into(),
+            f(w.batched_vs_single),
         ));
     }
     let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);

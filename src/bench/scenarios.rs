@@ -284,3 +284,83 @@ async fn ideal_server(delay: Duration) -> anyhow::Result<String> {
     });
     Ok(format!("http://{addr}/"))
 }
+
+#[derive(Debug, Serialize)]
+pub struct Writer {
+    pub records: usize,
+    /// Through the journal and the writer, as calls send them.
+    pub journaled_per_s: f64,
+    /// Straight batches of 1000 (one round trip each).
+    pub batched_per_s: f64,
+    /// One INSERT per record.
+    pub single_per_s: f64,
+    pub batched_vs_single: f64,
+}
+
+/// Records per second into Postgres: the journal and its writer, batches,
+/// and one insert per record, in the same run.
+pub async fn writer(env: &Env, options: &BenchOptions) -> anyhow::Result<Writer> {
+    use crate::store::invocations::{insert_batch, Invocation};
+    let n = options.writer_records;
+    let db = env.database("writer").await?;
+    let make = |i: usize| Invocation {
+        request_id: uuid::Uuid::new_v4(),
+        function: format!("fn-{}", i % 10),
+        version: "0".repeat(64),
+        started_at: chrono::Utc::now(),
+        duration_ms: (i % 300) as i64,
+        billed_ms: 300,
+        memory_mb: 128,
+        max_memory_used_mb: Some(20),
+        init_ms: None,
+        wait_ms: 0,
+        cold: false,
+        status: "success".into(),
+        http_status: 200,
+        billed: true,
+        logs: None,
+    };
+
+    progress(format!("writer: {n} records through the journal"));
+    let dir = std::env::temp_dir().join(format!(
+        "ol-bench-journal-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let (recorder, task) = crate::meter::Recorder::start(db.pool.clone(), &dir)?;
+    let records: Vec<_> = (0..n).map(make).collect();
+    let started = Instant::now();
+    for r in &records {
+        recorder.record(r);
+    }
+    if !recorder.flush(Duration::from_secs(300)).await {
+        bail!("the writer did not finish");
+    }
+    let journaled = n as f64 / started.elapsed().as_secs_f64();
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    progress(format!("writer: {n} records in batches of 1000"));
+    let records: Vec<_> = (0..n).map(make).collect();
+    let started = Instant::now();
+    for batch in records.chunks(1000) {
+        insert_batch(&db.pool, batch).await?;
+    }
+    let batched = n as f64 / started.elapsed().as_secs_f64();
+
+    let singles = (n / 10).max(100);
+    progress(format!("writer: {singles} records one insert each"));
+    let records: Vec<_> = (0..singles).map(make).collect();
+    let started = Instant::now();
+    for r in &records {
+        insert_batch(&db.pool, std::slice::from_ref(r)).await?;
+    }
+    let single = singles as f64 / started.elapsed().as_secs_f64();
+    db.drop().await?;
+    Ok(Writer {
+        records: n,
+        journaled_per_s: journaled,
+        batched_per_s: batched,
+        single_per_s: single,
+        batched_vs_single: batched / single,
+    })
+}

@@ -5,6 +5,7 @@
 //! price per request. Sums are kept as integers (`MB·ms`), so adding up many
 //! calls never drifts; money is derived from the exact sums only at the end.
 
+mod journal;
 mod writer;
 
 pub use writer::Recorder;

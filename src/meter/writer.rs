@@ -1,108 +1,119 @@
-//! The record writer: calls hand their records to a bounded queue and go on;
-//! one task inserts them in batches (one round trip per batch), off the
-//! request path.
+//! The record writer: a call appends its record to the journal (a plain
+//! file write, microseconds) and goes on; one task moves the journal into
+//! Postgres in batches (one round trip per batch), off the request path.
 //!
-//! Nothing is dropped: a full queue makes callers wait (backpressure), and a
-//! batch that fails to insert is kept and retried until Postgres takes it.
-//! Inserts are idempotent by request id, so a retry never counts twice.
+//! Nothing is dropped: while Postgres is away the records wait on disk and
+//! the writer retries with backoff; a restart replays what is left. Inserts
+//! are idempotent by request id, so a replay never bills twice.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::journal::{self, Journal};
 use crate::store::invocations::{self, Invocation};
 
 /// Records a batch holds at most.
 const MAX_BATCH: usize = 1000;
-/// Records that may wait in memory before callers wait.
-const QUEUE: usize = 16_384;
-
-enum Message {
-    Record(Box<Invocation>),
-    /// Answered once everything sent before it is in Postgres.
-    Flush(oneshot::Sender<()>),
-}
+/// How long the writer lets records gather before a batch.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// Cheap handle for sending records.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<Message>,
-    depth: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    journal: Journal,
+    /// Wakes the writer: a record was appended or a flush is wanted.
+    wake: Notify,
+    /// Wakes flushes: a batch went in.
+    written: Notify,
 }
 
 impl Recorder {
-    /// Starts the writer; it ends when every `Recorder` is dropped and the
-    /// queue is written.
-    pub fn spawn(db: PgPool) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let depth = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(write(db, rx, depth.clone()));
-        (Self { tx, depth }, task)
+    /// Opens the journal under `dir` and starts the writer.
+    pub fn start(db: PgPool, dir: &Path) -> anyhow::Result<(Self, JoinHandle<()>)> {
+        let shared = Arc::new(Shared {
+            journal: Journal::open(dir)?,
+            wake: Notify::new(),
+            written: Notify::new(),
+        });
+        let task = tokio::spawn(write(db, shared.clone()));
+        Ok((Self { shared }, task))
     }
 
-    pub async fn record(&self, record: Invocation) {
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        if self
-            .tx
-            .send(Message::Record(Box::new(record)))
-            .await
-            .is_err()
-        {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            tracing::error!("the record writer has stopped; a record was not written");
+    /// Journals one record; the writer takes it from there.
+    pub fn record(&self, record: &Invocation) {
+        if let Err(e) = self.shared.journal.append(record) {
+            tracing::error!(request_id = %record.request_id, error = %e,
+                "could not journal a record");
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits until every record so far is in Postgres, or `limit` passes
+    /// (then they stay in the journal for the writer or the next start).
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let written = self.shared.written.notified();
+            if self.depth() == 0 {
+                return true;
+            }
+            self.shared.wake.notify_one();
+            if tokio::time::timeout_at(deadline.into(), written)
+                .await
+                .is_err()
+            {
+                return self.depth() == 0;
+            }
         }
     }
 
-    /// Waits until every record sent so far is in Postgres.
-    pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Message::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-
-    /// Records queued and not yet written.
+    /// Records journaled and not yet in Postgres.
     pub fn depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
+        self.shared.journal.pending()
+    }
+
+    pub fn journal_bytes(&self) -> u64 {
+        self.shared.journal.bytes()
     }
 }
 
-async fn write(db: PgPool, mut rx: mpsc::Receiver<Message>, depth: Arc<AtomicUsize>) {
-    let mut batch: Vec<Invocation> = Vec::with_capacity(MAX_BATCH);
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        // Take what is already queued, up to a batch.
-        while let Some(message) = next.take().or_else(|| rx.try_recv().ok()) {
-            match message {
-                Message::Record(r) => batch.push(*r),
-                Message::Flush(done) => waiting.push(done),
-            }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
+async fn write(db: PgPool, shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shared.journal.pending() == 0 {
+            let _ = tokio::time::timeout(Duration::from_secs(1), shared.wake.notified()).await;
         }
-        let mut delay = Duration::from_millis(100);
-        while !batch.is_empty() {
-            match invocations::insert_batch(&db, &batch).await {
-                Ok(()) => {
-                    depth.fetch_sub(batch.len(), Ordering::Relaxed);
-                    batch.clear();
-                }
-                Err(e) => {
-                    tracing::warn!(records = batch.len(), error = %e,
-                        "could not write records; keeping them and retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+        tokio::time::sleep(LINGER).await;
+        match write_sealed(&db, &shared.journal).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(pending = shared.journal.pending(), error = %e,
+                    "could not write records to Postgres; they wait in the journal");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-        for done in waiting.drain(..) {
-            let _ = done.send(());
-        }
+        shared.written.notify_waiters();
     }
+}
+
+/// Moves every sealed segment into Postgres, oldest first.
+async fn write_sealed(db: &PgPool, journal: &Journal) -> anyhow::Result<()> {
+    for segment in journal.seal()? {
+        let records = journal::read(&segment)?;
+        for batch in records.chunks(MAX_BATCH) {
+            invocations::insert_batch(db, batch).await?;
+        }
+        journal.done(&segment, records.len());
+    }
+    Ok(())
 }

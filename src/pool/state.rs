@@ -709,6 +709,7 @@ mod tests {
             function: f.name.clone(),
             version: f.version.clone(),
             memory_mb: f.memory_mb,
+            memory_peak: Default::default(),
         }
     }
 

@@ -161,12 +161,16 @@ async fn container_is_removed_after_keep_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_removes_containers_and_sandboxes() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.pool.prewarm = 1).await;
     app.deploy_ok("a", &[("f.py", ECHO)]).await;
     app.deploy_ok("b", &[("f.py", ECHO)]).await;
     assert_eq!(app.run("a", "1").await.status(), 200);
     assert_eq!(app.run("b", "1").await.status(), 200);
-    assert_eq!(app.all_containers().await.len(), 2);
+    assert!(app.pool.wait_prewarmed(1, Duration::from_secs(60)).await);
+    assert!(
+        app.all_containers().await.len() >= 3,
+        "two functions' and a prewarmed one"
+    );
     let docker = app.docker.clone();
     let instance = app.settings.instance.clone();
     let data_dir = app.data_dir.clone();

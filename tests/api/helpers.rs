@@ -171,7 +171,10 @@ impl TestApp {
 
     /// Waits until every call's record is in Postgres.
     pub async fn flush(&self) {
-        self.recorder.flush().await;
+        assert!(
+            self.recorder.flush(Duration::from_secs(30)).await,
+            "records written"
+        );
     }
 
     /// A count from the database, after the records are written.
@@ -291,3 +294,109 @@ pub async fn json(response: reqwest::Response) -> (u16, serde_json::Value) {
 }
 
 pub const ECHO: &str = "def f(event):\n    return event\n";
+
+/// A Postgres server of one test's own (Debian's binaries, a throwaway
+/// cluster on a free port), for tests that stop and start it.
+pub struct OwnPostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let pg = Self { dir, bin, port };
+        if is_root() {
+            std::process::Command::new("chown")
+                .args(["postgres:postgres", &pg.dir.path().display().to_string()])
+                .status()
+                .unwrap();
+        }
+        let data = pg.data();
+        assert!(pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust"]));
+        pg.up();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        let tool = self.bin.join(tool).display().to_string();
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &tool]);
+            c
+        } else {
+            std::process::Command::new(&tool)
+        };
+        command
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    pub fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        assert!(self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "start",
+                "-o",
+                &options
+            ]
+        ));
+    }
+
+    pub fn down(&self) {
+        assert!(self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]));
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

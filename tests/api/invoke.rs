@@ -136,6 +136,11 @@ async fn unknown_function_is_a_404() {
     assert!(body["error"]["message"].as_str().unwrap().contains("ghost"));
     let response = app.http.get(app.url("/fn/ghost/a")).send().await.unwrap();
     assert_eq!(response.status(), 404);
+    assert_eq!(
+        app.count("SELECT count(*) FROM invocations WHERE function = 'ghost' AND status = 'not_found' AND NOT billed").await,
+        2,
+        "recorded, not billed"
+    );
     app.stop().await;
 }
 

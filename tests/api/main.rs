@@ -6,4 +6,5 @@ mod containers;
 mod helpers;
 mod invoke;
 mod pool;
+mod records;
 mod upload;

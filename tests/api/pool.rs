@@ -101,8 +101,10 @@ async fn past_max_concurrency_calls_queue_then_get_429() {
         "{body}"
     );
     let results = concurrent_runs(&app, "narrow", "1", 3).await;
-    let hosts: HashSet<_> = results.iter().map(|(_, h)| h.clone()).collect();
-    assert_eq!(hosts.len(), 3, "{results:?}");
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    // Two calls queued, so two more containers were started for them (one
+    // may have been served by the first container, if it freed up sooner).
+    assert_eq!(app.pool.containers("narrow").len(), 3);
     app.stop().await;
 }
 

@@ -1,0 +1,470 @@
+//! Records users can trust: every field of a call's record, paging, logs,
+//! metrics, CSV, and no record lost or counted twice when Postgres goes
+//! away or the manager is killed.
+
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+
+use crate::helpers::{
+    eventually, free_port, json, spawn_app, spawn_app_with, zip_of, OwnPostgres, ECHO,
+};
+
+const PRINTER: &str = r#"
+import sys, time
+def f(event):
+    if event == "boom":
+        print("about to fail")
+        raise RuntimeError("boom")
+    if isinstance(event, dict) and "sleep" in event:
+        time.sleep(event["sleep"])
+    if isinstance(event, dict) and "spam" in event:
+        print("x" * event["spam"])
+    print("hello", event)
+    print("to stderr", file=sys.stderr)
+    return event
+"#;
+
+async fn record(app: &crate::helpers::TestApp, request_id: &str) -> serde_json::Value {
+    app.flush().await;
+    let row: (serde_json::Value,) =
+        sqlx::query_as("SELECT to_jsonb(i) FROM invocations i WHERE request_id = $1::uuid")
+            .bind(request_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    row.0
+}
+
+fn request_id(response: &reqwest::Response) -> String {
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_field_of_the_record_is_filled() {
+    let app = spawn_app().await;
+    app.deploy_ok("rec", &[("f.py", PRINTER), ("ol.yaml", "timeout_s: 1\n")])
+        .await;
+
+    let cold = app.run("rec", "1").await;
+    let cold_id = request_id(&cold);
+    assert_eq!(cold.status(), 200);
+    let warm = app.run("rec", r#"{"sleep": 0.25}"#).await;
+    let warm_id = request_id(&warm);
+    let failed = app.run("rec", r#""boom""#).await;
+    let failed_id = request_id(&failed);
+    assert_eq!(failed.status(), 500);
+    let slow = app.run("rec", r#"{"sleep": 5}"#).await;
+    let slow_id = request_id(&slow);
+    assert_eq!(slow.status(), 504);
+
+    let r = record(&app, &cold_id).await;
+    let version = app
+        .deploy_ok("rec", &[("f.py", PRINTER), ("ol.yaml", "timeout_s: 1\n")])
+        .await["version"]
+        .clone();
+    assert_eq!(r["function"], "rec");
+    assert_eq!(r["version"], version);
+    assert_eq!(r["cold"], true);
+    assert!(r["init_ms"].as_i64().unwrap() > 0, "{r}");
+    assert!(r["wait_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(
+        (r["status"].as_str(), r["http_status"].as_i64()),
+        (Some("success"), Some(200))
+    );
+    assert_eq!(r["memory_mb"], 128);
+    let peak = r["max_memory_used_mb"]
+        .as_i64()
+        .expect("peak memory from the cgroup");
+    assert!(peak > 0 && peak <= 128, "{r}");
+    assert_eq!(r["billed"], true);
+
+    let r = record(&app, &warm_id).await;
+    assert_eq!(r["cold"], false);
+    assert!(r["init_ms"].is_null());
+    let duration = r["duration_ms"].as_i64().unwrap();
+    assert!(duration >= 250, "{r}");
+    assert_eq!(
+        r["billed_ms"].as_i64().unwrap(),
+        (duration + 99) / 100 * 100,
+        "{r}"
+    );
+
+    let r = record(&app, &failed_id).await;
+    assert_eq!(
+        (r["status"].as_str(), r["http_status"].as_i64()),
+        (Some("error"), Some(500))
+    );
+    assert!(r["logs"].as_str().unwrap().contains("about to fail"), "{r}");
+    assert!(
+        r["logs"].as_str().unwrap().contains("RuntimeError: boom"),
+        "traceback kept: {r}"
+    );
+
+    let r = record(&app, &slow_id).await;
+    assert_eq!(
+        (r["status"].as_str(), r["http_status"].as_i64()),
+        (Some("timeout"), Some(504))
+    );
+    assert!(r["duration_ms"].as_i64().unwrap() >= 1000);
+    assert_eq!(r["billed"], true, "a timeout is billed for the time it ran");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_page_newest_first() {
+    let app = spawn_app().await;
+    app.deploy_ok("pages", &[("f.py", ECHO)]).await;
+    for i in 0..5 {
+        assert_eq!(app.run("pages", &i.to_string()).await.status(), 200);
+    }
+    app.flush().await;
+    let mut seen = Vec::new();
+    let mut url = app.url("/api/v1/functions/pages/invocations?limit=2");
+    loop {
+        let (status, body) = json(app.http.get(&url).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        for r in body["invocations"].as_array().unwrap() {
+            seen.push(r["started_at"].as_str().unwrap().to_string());
+        }
+        match body["next_before"].as_str() {
+            Some(next) => {
+                url = app.url(&format!(
+                    "/api/v1/functions/pages/invocations?limit=2&before={}",
+                    urlencode(next)
+                ))
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "every call once: {seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted, "newest first");
+    let (status, _) = json(
+        app.http
+            .get(app.url("/api/v1/functions/pages/invocations?before=yesterday"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    app.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_kept_per_call_and_capped() {
+    let app = spawn_app().await;
+    app.deploy_ok("talker", &[("f.py", PRINTER)]).await;
+    let first = app.run("talker", r#""one""#).await;
+    let first_id = request_id(&first);
+    let big = app.run("talker", r#"{"spam": 100000}"#).await;
+    let big_id = request_id(&big);
+    assert_eq!(big.status(), 200, "output does not change the result");
+    assert_eq!(big.text().await.unwrap(), r#"{"spam": 100000}"#);
+    app.flush().await;
+
+    let url = app.url(&format!(
+        "/api/v1/functions/talker/logs?request_id={first_id}"
+    ));
+    let (status, body) = json(app.http.get(url).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let logs = body["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0]["logs"], "hello one\nto stderr\n");
+
+    let url = app.url(&format!(
+        "/api/v1/functions/talker/logs?request_id={big_id}"
+    ));
+    let (_, body) = json(app.http.get(url).send().await.unwrap()).await;
+    let text = body["logs"][0]["logs"].as_str().unwrap();
+    assert!(text.len() <= 64 * 1024 + 64, "capped: {} bytes", text.len());
+    assert!(text.ends_with("[output cut at 64 KiB]\n"), "marked as cut");
+
+    let (_, body) = json(
+        app.http
+            .get(app.url("/api/v1/functions/talker/logs?limit=10"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        body["logs"].as_array().unwrap().len(),
+        2,
+        "newest calls' output"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_calls_and_containers() {
+    let app = spawn_app().await;
+    app.deploy_ok("m", &[("f.py", ECHO)]).await;
+    app.deploy_ok("bad", &[("f.py", "def f(e):\n    raise ValueError()\n")])
+        .await;
+    for _ in 0..2 {
+        assert_eq!(app.run("m", "1").await.status(), 200);
+    }
+    assert_eq!(app.run("bad", "1").await.status(), 500);
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "openlambda_invocations_total{function=\"m\",status=\"success\"} 2",
+        "openlambda_invocations_total{function=\"bad\",status=\"error\"} 1",
+        "openlambda_cold_starts_total{function=\"m\"} 1",
+        "openlambda_invocation_duration_seconds_count{function=\"m\"} 2",
+        "openlambda_queue_wait_seconds_count 3",
+        "openlambda_containers{state=\"busy\"} 0",
+        "openlambda_records_pending ",
+        "openlambda_journal_bytes ",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_by_day_and_as_csv() {
+    let app = spawn_app().await;
+    app.deploy_ok("csv-a", &[("f.py", ECHO)]).await;
+    app.deploy_ok("csv-b", &[("f.py", ECHO), ("ol.yaml", "memory_mb: 1024\n")])
+        .await;
+    for _ in 0..3 {
+        app.run("csv-a", "1").await;
+    }
+    app.run("csv-b", "1").await;
+    app.flush().await;
+    let today = Utc::now().date_naive();
+    let range = format!("from={today}&to={}", today + Days::new(1));
+
+    let (status, body) = json(
+        app.http
+            .get(app.url(&format!("/api/v1/billing?{range}&group=day")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body["functions"].as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["day"], today.to_string());
+    assert_eq!(lines[0]["invocations"], 3);
+
+    let response = app
+        .http
+        .get(app.url(&format!("/api/v1/billing?{range}&format=csv")))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let csv = response.text().await.unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "function,invocations,billed_ms,gb_seconds,cost_usd"
+    );
+    assert_eq!(rows.len(), 3, "{csv}");
+    let b: Vec<&str> = rows[2].split(',').collect();
+    assert_eq!(b[0], "csv-b");
+    assert_eq!(b[1], "1");
+    // 1024 MB for one 100 ms unit: 0.1 GB-s.
+    assert_eq!(b[2], "100");
+    assert_eq!(b[3].parse::<f64>().unwrap(), 0.1);
+    let cost: f64 = b[4].parse().unwrap();
+    assert!(
+        (cost - (0.1 * 0.000_016_666_7 + 0.000_000_2)).abs() < 1e-11,
+        "{cost}"
+    );
+
+    let csv = app
+        .http
+        .get(app.url(&format!("/api/v1/billing?{range}&group=day&format=csv")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("function,day,invocations"), "{csv}");
+    assert!(csv.contains(&format!("csv-a,{today},3,")), "{csv}");
+
+    let page = app
+        .http
+        .get(app.url(&format!("/billing?{range}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("csv-a") && html.contains("csv-b"),
+        "{html}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_on_while_postgres_is_away_and_every_record_arrives_once() {
+    let pg = OwnPostgres::start();
+    let url = pg.url();
+    let app = spawn_app_with(|s| s.database_url = url.clone()).await;
+    app.deploy_ok("steady", &[("f.py", ECHO)]).await;
+    assert_eq!(app.run("steady", "0").await.status(), 200);
+    app.flush().await;
+
+    pg.down();
+    for i in 1..=5 {
+        let response = app.run("steady", &i.to_string()).await;
+        assert_eq!(response.status(), 200, "served while Postgres is down");
+    }
+    assert!(app.recorder.depth() >= 5, "records wait in the journal");
+
+    pg.up();
+    assert!(
+        app.recorder.flush(Duration::from_secs(60)).await,
+        "written once Postgres is back"
+    );
+    let (total, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT request_id) FROM invocations")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((total, distinct), (6, 6));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_manager_replays_its_journal_without_billing_twice() {
+    let pg = OwnPostgres::start();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let instance = format!(
+        "test-kill-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ol"))
+            .arg("serve")
+            .env("DATABASE_URL", pg.url())
+            .env("OL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("OL_DATA_DIR", data.path())
+            .env("OL_INSTANCE", &instance)
+            .env(
+                "OL_NETWORK",
+                std::env::var("OL_TEST_NETWORK").unwrap_or_else(|_| "openlambda-test".into()),
+            )
+            .env("OL_POOL_PREWARM", "0")
+            .env(
+                "OL_BASE_IMAGE",
+                std::env::var("OL_BASE_IMAGE")
+                    .unwrap_or_else(|_| "openlambda/base:bookworm".into()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ol serve starts")
+    };
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let up = || async {
+        eventually(Duration::from_secs(60), || async {
+            http.get(format!("{base}/healthz")).send().await.is_ok()
+        })
+        .await
+    };
+
+    let mut manager = spawn();
+    assert!(up().await, "manager came up");
+    let response = http
+        .put(format!("{base}/api/v1/functions/journaled"))
+        .body(zip_of(&[("f.py", ECHO)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        http.post(format!("{base}/run/journaled"))
+            .body("0")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Postgres goes away; calls are served and their records queue up.
+    pg.down();
+    for i in 1..=3 {
+        let r = http
+            .post(format!("{base}/run/journaled"))
+            .body(i.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    manager.kill().unwrap(); // SIGKILL
+    manager.wait().unwrap();
+
+    pg.up();
+    let mut manager = spawn();
+    assert!(up().await, "manager came back");
+    let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    let all_in = eventually(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM invocations")
+            .fetch_one(&db)
+            .await
+            .unwrap_or(0);
+        n >= 4
+    })
+    .await;
+    assert!(all_in, "the journal was replayed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (total, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT request_id) FROM invocations")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!((total, distinct), (4, 4), "every call once");
+    let (_, report) = json(
+        http.get(format!("{base}/api/v1/billing"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        report["total"]["invocations"], 4,
+        "billed once each: {report}"
+    );
+
+    // Stop it gracefully, so it removes its containers.
+    let _ = std::process::Command::new("kill")
+        .arg(manager.id().to_string())
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || manager.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stopped.success() || stopped.code().is_none(), "{stopped:?}");
+}
