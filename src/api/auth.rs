@@ -1,4 +1,5 @@
-//! `OL_ADMIN_TOKEN`: when set, management calls need `Authorization: Bearer <token>`.
+//! `OL_ADMIN_TOKEN`: when set, management calls need `Authorization: Bearer
+//! <token>` (or, from the dashboard's pages, its `ol_token` cookie).
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -20,7 +21,8 @@ pub async fn require_admin_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| token_cookie(request.headers()));
     match given {
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
             Ok(next.run(request).await)
@@ -33,8 +35,18 @@ pub async fn require_admin_token(
     }
 }
 
+/// The dashboard's `ol_token` cookie, if sent.
+pub fn token_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("ol_token="))
+}
+
 /// Compares without leaking, through timing, how much of the token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod billing;
+mod dashboard;
 pub mod error;
 mod functions;
 pub mod invoke;
@@ -46,7 +47,15 @@ pub fn router(state: AppState) -> Router {
         .merge(invoke::router())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .merge(ui::router())
+        .merge(
+            dashboard::pages()
+                .merge(ui::router())
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    dashboard::require_login,
+                )),
+        )
+        .merge(dashboard::login_routes())
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

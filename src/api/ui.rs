@@ -27,14 +27,17 @@ pub fn esc(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// Dollars with enough digits to show what single calls cost (fractions of
+/// a micro-dollar) without trailing noise.
 fn money(usd: f64) -> String {
     if usd == 0.0 {
-        "$0".into()
-    } else if usd < 0.01 {
-        format!("${usd:.6}")
-    } else {
-        format!("${usd:.4}")
+        return "$0".into();
     }
+    if usd >= 0.01 {
+        return format!("${usd:.4}");
+    }
+    let text = format!("{usd:.11}");
+    format!("${}", text.trim_end_matches('0'))
 }
 
 async fn billing_page(State(state): State<AppState>, Query(query): Query<ReportQuery>) -> Response {
@@ -242,7 +245,7 @@ pub fn page(title: &str, body: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title} · openlambda</title><style>{STYLE}</style></head>\
          <body><header><a href=\"/\" class=\"brand\">λ openlambda</a>\
-         <nav><a href=\"/billing\">Billing</a></nav></header>\
+         <nav><a href=\"/\">Functions</a><a href=\"/billing\">Billing</a></nav></header>\
          <main><h1>{title}</h1>{body}</main></body></html>",
         title = esc(title)
     )
@@ -275,4 +278,22 @@ div.bar i { display:block; height:8px; border-radius:4px; background:var(--accen
 svg.chart { width:100%; height:auto; background:#fff; border:1px solid var(--line); border-radius:10px; }
 svg .bar { fill:var(--accent); } svg .axis { stroke:#cbd5e1; } svg .label { font-size:11px; fill:var(--muted); }
 .note, .empty { color:var(--muted); font-size:13px; } .error { color:#b91c1c; font-weight:600; }
+code { font:13px ui-monospace, SFMono-Regular, Menlo, monospace; background:#f1f5f9; padding:1px 5px; border-radius:4px; }
+pre:empty { display:none; }
+pre { background:#0f172a; color:#e2e8f0; padding:12px 14px; border-radius:8px; overflow:auto; font-size:13px; }
+table.config th { width:200px; text-align:left; } table.config td { text-align:left !important; }
+td.status-success { color:#15803d; } td[class^=status-]:not(.status-success) { color:#b91c1c; }
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_shows_what_a_call_costs() {
+        assert_eq!(money(0.0), "$0");
+        assert_eq!(money(0.000_000_408_333_5), "$0.00000040833");
+        assert_eq!(money(12.345_67), "$12.3457");
+        assert_eq!(esc("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
+    }
+}

@@ -1,4 +1,8 @@
-//! The `ol` command.
+//! The `ol` command: `ol serve` runs the manager; the other subcommands are
+//! thin clients of its HTTP API (`OL_URL`, `OL_ADMIN_TOKEN`).
+
+mod client;
+mod commands;
 
 use std::process::ExitCode;
 
@@ -7,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, Application};
 use crate::config::Settings;
+use client::Api;
 
 #[derive(Parser)]
 #[command(
@@ -41,14 +46,75 @@ enum Command {
         after_help = "Examples:\n  scripts/bench.sh\n  scripts/bench.sh --only warm,cold\n  scripts/bench.sh --burst-secs 20 --json bench.json"
     )]
     Bench(crate::bench::BenchOptions),
+    /// Zip a folder (or take a zip), upload it as a function, print its URL.
+    #[command(
+        after_help = "Examples:\n  ol deploy ./hello --name hello\n  ol deploy hello.zip --name hello"
+    )]
+    Deploy {
+        /// A folder holding the handler (f.py, ol.yaml, ...) or a zip of it.
+        source: std::path::PathBuf,
+        /// The function's name: lowercase letters, digits and '-'.
+        #[arg(long)]
+        name: String,
+    },
+    /// Call a function (POST /run/NAME) and print its result.
+    #[command(
+        after_help = "Examples:\n  ol invoke hello\n  ol invoke hello --data '{\"name\": \"Ada\"}'\n  ol invoke hello --data-file event.json"
+    )]
+    Invoke {
+        name: String,
+        /// The event, as JSON.
+        #[arg(long, conflicts_with = "data_file")]
+        data: Option<String>,
+        /// A file holding the event as JSON.
+        #[arg(long)]
+        data_file: Option<std::path::PathBuf>,
+    },
+    /// List the functions.
+    #[command(after_help = "Example:\n  ol list")]
+    List,
+    /// Show a function's configuration and recent calls.
+    #[command(after_help = "Example:\n  ol info hello")]
+    Info { name: String },
+    /// Print what a function's calls printed (stdout and stderr).
+    #[command(after_help = "Examples:\n  ol logs hello\n  ol logs hello --follow")]
+    Logs {
+        name: String,
+        /// Keep printing new output as calls come.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// What calls cost: per function and in total.
+    #[command(
+        after_help = "Examples:\n  ol billing\n  ol billing --from 2026-11-01 --to 2026-12-01\n  ol billing --function hello --csv > hello.csv"
+    )]
+    Billing {
+        /// First day, YYYY-MM-DD (default: the 1st of this month).
+        #[arg(long)]
+        from: Option<String>,
+        /// Day after the last, YYYY-MM-DD (default: tomorrow).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this function.
+        #[arg(long)]
+        function: Option<String>,
+        /// Print CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Exit 0 when the manager at OL_URL answers /healthz (for health checks).
+    Health,
+    /// Delete a function (its containers go; its records and bill stay).
+    #[command(after_help = "Example:\n  ol delete hello")]
+    Delete { name: String },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The benchmark's report is its output; managers it starts stay quiet.
+    // Only the manager logs by default; the others' output is their answer.
     let default_filter = match cli.command {
-        Command::Bench(_) => "warn",
-        _ => "info",
+        Command::Serve | Command::Images => "info",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -82,6 +148,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
         }
         Command::Bench(options) => crate::bench::run(options).await,
+        Command::Deploy { source, name } => {
+            commands::deploy(&Api::from_env(), &source, &name).await
+        }
+        Command::Invoke {
+            name,
+            data,
+            data_file,
+        } => commands::invoke(&Api::from_env(), &name, data, data_file).await,
+        Command::List => commands::list(&Api::from_env()).await,
+        Command::Info { name } => commands::info(&Api::from_env(), &name).await,
+        Command::Logs { name, follow } => commands::logs(&Api::from_env(), &name, follow).await,
+        Command::Billing {
+            from,
+            to,
+            function,
+            csv,
+        } => commands::billing(&Api::from_env(), from, to, function, csv).await,
+        Command::Delete { name } => commands::delete(&Api::from_env(), &name).await,
+        Command::Health => {
+            Api::from_env().get("/healthz").await?.ok()?;
+            Ok(())
+        }
         Command::Images => {
             let base = std::env::var("OL_BASE_IMAGE")
                 .ok()

@@ -84,6 +84,11 @@ pub async fn deploy(
     .bind(manifest.max_concurrency as i32)
     .fetch_one(&mut **tx)
     .await?;
+    sqlx::query("INSERT INTO function_versions (function, version) VALUES ($1, $2)")
+        .bind(name)
+        .bind(sha256)
+        .execute(&mut **tx)
+        .await?;
     let function = get(&mut **tx, name)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
@@ -121,6 +126,34 @@ pub async fn set_limits(
     .bind(concurrency)
     .bind(max_concurrency)
     .fetch_optional(db)
+    .await
+}
+
+/// The versions a function has been deployed with, newest first:
+/// (version, deployed at, zip size).
+pub async fn versions(
+    db: impl PgExecutor<'_>,
+    name: &str,
+) -> sqlx::Result<Vec<(String, DateTime<Utc>, i64)>> {
+    sqlx::query_as(
+        "SELECT v.version, v.deployed_at, c.size_bytes FROM function_versions v \
+         JOIN code_versions c ON c.sha256 = v.version \
+         WHERE v.function = $1 ORDER BY v.deployed_at DESC LIMIT 20",
+    )
+    .bind(name)
+    .fetch_all(db)
+    .await
+}
+
+/// Per function: calls and the last call's start, for the dashboard.
+pub async fn call_summary(
+    db: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<(String, i64, Option<DateTime<Utc>>)>> {
+    sqlx::query_as(
+        "SELECT f.name, count(i.request_id)::bigint, max(i.started_at) FROM functions f \
+         LEFT JOIN invocations i ON i.function = f.name GROUP BY f.name",
+    )
+    .fetch_all(db)
     .await
 }
 

@@ -2,7 +2,9 @@
 //! Postgres. Run them through scripts/test.sh, which sets both up.
 
 mod billing;
+mod browser;
 mod containers;
+mod dashboard;
 mod helpers;
 mod invoke;
 mod pool;

@@ -1,0 +1,98 @@
+//! The dashboard's pages over HTTP, and its login when a token is set.
+
+use crate::helpers::{spawn_app, spawn_app_with, ECHO};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_show_functions_calls_and_the_pool() {
+    let app = spawn_app().await;
+    app.deploy_ok("shown", &[("f.py", ECHO)]).await;
+    assert_eq!(app.run("shown", "1").await.status(), 200);
+    app.flush().await;
+    let home = app
+        .http
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.contains("/functions/shown") && home.contains("/fn/shown"),
+        "{home}"
+    );
+    assert!(home.contains("Pool") && home.contains("id=\"upload\""));
+    let page = app
+        .http
+        .get(app.url("/functions/shown"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("success") && page.contains("Versions"),
+        "{page}"
+    );
+    let missing = app
+        .http
+        .get(app.url("/functions/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_dashboard_asks_for_it() {
+    let app = spawn_app_with(|s| s.admin_token = Some("t0ken".into())).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for page in ["/", "/billing", "/functions/x"] {
+        let r = no_redirects.get(app.url(page)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{page}");
+        assert_eq!(r.headers()["location"], "/login");
+    }
+    let wrong = no_redirects
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = no_redirects
+        .post(app.url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 303);
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let home = no_redirects
+        .get(app.url("/"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.status(), 200);
+    // The same cookie lets the page's scripts use the API.
+    let api = no_redirects
+        .get(app.url("/api/v1/functions"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    app.stop().await;
+}
