@@ -15,7 +15,10 @@ else
 fi
 id="$(date +%s)$$"
 export COMPOSE_PROJECT_NAME="oltest${id}"
-export OL_PORT OL_DATA_DIR OL_INSTANCE OL_BINARY OL_NETWORK
+export OL_PORT OL_DATA_DIR OL_INSTANCE OL_BINARY OL_NETWORK OL_MANAGER_IMAGE OL_POSTGRES_IMAGE
+# Its own image tags, removed at the end.
+OL_MANAGER_IMAGE="openlambda-test/manager:${id}"
+OL_POSTGRES_IMAGE="openlambda-test/postgres:${id}"
 OL_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 OL_DATA_DIR="/tmp/oltest-compose-${id}"
 OL_INSTANCE="test-compose-${id}"
@@ -32,7 +35,7 @@ finish() {
         echo "compose test failed; the manager's log:" >&2
         compose logs --tail 50 manager >&2 || true
     fi
-    compose down -v --remove-orphans >/dev/null 2>&1 || true
+    compose down -v --rmi all --remove-orphans >/dev/null 2>&1 || true
     rm -rf "$OL_DATA_DIR"
     exit "$status"
 }

@@ -343,77 +343,73 @@ impl Inner {
                 tracing::debug!(function = %function.name, "creating a container");
                 let started = inner.sandboxes.start(&function, &code).await;
                 let closed = inner.closed.load(Ordering::Acquire);
-                let (retired, granted) = {
+                let retired = {
                     let mut state = inner.state.lock().unwrap();
-                    let granted = state.started(&function, started, closed);
-                    (state.take_retired(), granted)
+                    state.started(&function, started, closed, inner.settings.pause_grace);
+                    state.take_retired()
                 };
                 inner.remove_all(retired);
-                inner.schedule_pause(granted);
                 inner.start_pending();
             });
         }
     }
 
-    /// Schedules a pause for a container that went idle (with the idle
-    /// spell's generation, so a later spell is not cut short).
-    fn schedule_pause(self: &Arc<Self>, idle: Option<(Arc<Sandbox>, u64)>) {
-        let Some((sandbox, generation)) = idle else {
-            return;
-        };
-        let inner = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(inner.settings.pause_grace).await;
-            if !inner
-                .state
-                .lock()
-                .unwrap()
-                .start_pause(&sandbox, generation)
-            {
-                return;
-            }
-            let paused = inner.sandboxes.pause(&sandbox).await;
-            if let Err(e) = &paused {
-                // Normal under load on cgroup v1: keep it running.
-                tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
-                    "pause failed; the container stays running");
-            }
-            let idle = inner
-                .state
-                .lock()
-                .unwrap()
-                .pause_done(&sandbox, paused.is_ok());
-            inner.schedule_pause(idle);
-        });
+    /// Pauses a container the sweeper found idle past the grace period.
+    async fn pause(self: Arc<Self>, sandbox: Arc<Sandbox>) {
+        let paused = self.sandboxes.pause(&sandbox).await;
+        if let Err(e) = &paused {
+            // Normal under load on cgroup v1: keep it running.
+            tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
+                "pause failed; the container stays running");
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .pause_done(&sandbox, paused.is_ok(), self.settings.pause_grace);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         let closed = self.pool.closed.load(Ordering::Acquire);
-        let (retired, idle) = {
+        let retired = {
             let mut state = self.pool.state.lock().unwrap();
-            let idle = state.release(&self.sandbox, self.discard || closed);
-            (state.take_retired(), idle)
+            state.release(
+                &self.sandbox,
+                self.discard || closed,
+                self.pool.settings.pause_grace,
+            );
+            state.take_retired()
         };
         self.pool.remove_all(retired);
-        self.pool.schedule_pause(idle);
         self.pool.start_pending();
     }
 }
 
-/// Removes containers idle for longer than the keep-alive, until the pool goes.
+/// The sweeper, until the pool goes: pauses containers idle past the grace
+/// period and removes those idle past the keep-alive. (One timer for the
+/// pool, rather than one per call.)
 async fn reap(pool: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let period = match pool.upgrade() {
+        Some(inner) => (inner.settings.pause_grace / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(inner) = pool.upgrade() else { return };
-        let expired = {
+        let (expired, due) = {
             let mut state = inner.state.lock().unwrap();
             state.expire(inner.settings.keep_alive);
-            state.take_retired()
+            let due = state.pause_due();
+            (state.take_retired(), due)
         };
         inner.remove_all(expired);
+        for sandbox in due {
+            tokio::spawn(inner.clone().pause(sandbox));
+        }
         inner.start_pending();
     }
 }

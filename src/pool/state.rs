@@ -392,13 +392,14 @@ impl State {
     }
 
     /// A container started for the queue is ready (or failed). Hands its
-    /// slots to queued calls; returns it for a pause timer if it went idle.
+    /// slots to queued calls. True when it went idle (no one was waiting).
     pub fn started(
         &mut self,
         function: &Function,
         started: Result<(Sandbox, Duration), Failure>,
         closed: bool,
-    ) -> Option<(Arc<Sandbox>, u64)> {
+        grace: Duration,
+    ) -> bool {
         let mb = function.memory_mb.max(0) as u64;
         let f = self.functions.entry(function.name.clone()).or_default();
         f.starting -= 1;
@@ -424,14 +425,14 @@ impl State {
                         }
                     }
                 }
-                return None;
+                return false;
             }
         };
         if closed || f.version != sandbox.version {
             self.used_mb -= mb;
             self.retired.push(sandbox);
             f.nudge();
-            return None;
+            return false;
         }
         tracing::debug!(function = %function.name, sandbox = %sandbox.id, "creating -> ready");
         let mut worker = Worker::new(sandbox.clone());
@@ -441,77 +442,83 @@ impl State {
             worker.in_flight += 1;
             first = false;
         }
-        if worker.in_flight == 0 {
+        let idle = worker.in_flight == 0;
+        if idle {
             worker.set_phase(&function.name, Phase::Idle);
-            let generation = worker.generation;
-            f.workers.push(worker);
-            return Some((sandbox, generation));
+            worker.pause_after = Instant::now() + grace;
         }
         f.workers.push(worker);
-        None
+        idle
     }
 
     /// A call's lease ended: hand the slot to the next queued call, or let
-    /// the container go idle (returned for a pause timer), or remove it.
-    pub fn release(&mut self, sandbox: &Arc<Sandbox>, remove: bool) -> Option<(Arc<Sandbox>, u64)> {
+    /// the container go idle (true), or remove it.
+    pub fn release(&mut self, sandbox: &Arc<Sandbox>, remove: bool, grace: Duration) -> bool {
         let name = sandbox.function.as_str();
         let Some(f) = self.functions.get_mut(name) else {
             self.used_mb -= sandbox.memory_mb.max(0) as u64;
             self.retired.push(sandbox.clone());
-            return None;
+            return false;
         };
         let stale = f.version != sandbox.version;
-        let i = f.workers.iter().position(|w| w.sandbox.id == sandbox.id)?;
+        let Some(i) = f.workers.iter().position(|w| w.sandbox.id == sandbox.id) else {
+            return false;
+        };
         if remove || stale {
             self.detach(name, &sandbox.id);
-            return None;
+            return false;
         }
+        let now = Instant::now();
         let w = &mut f.workers[i];
         w.in_flight -= 1;
-        w.last_used = Instant::now();
-        if f.waiters.is_empty() {
-            if w.in_flight == 0 {
-                w.generation += 1;
-                w.set_phase(name, Phase::Idle);
-                return Some((w.sandbox.clone(), w.generation));
+        w.last_used = now;
+        if !f.waiters.is_empty() {
+            let handed = w.sandbox.clone();
+            if f.grant(&handed, None) {
+                f.workers[i].in_flight += 1;
+                return false;
             }
-            return None;
         }
-        let handed = w.sandbox.clone();
-        if f.grant(&handed, None) {
-            f.workers[i].in_flight += 1;
-        } else if f.workers[i].in_flight == 0 {
-            let w = &mut f.workers[i];
-            w.generation += 1;
-            w.set_phase(name, Phase::Idle);
-            return Some((w.sandbox.clone(), w.generation));
+        let w = &mut f.workers[i];
+        if w.in_flight > 0 {
+            return false;
         }
-        None
+        w.set_phase(name, Phase::Idle);
+        w.pause_after = now + grace;
+        true
     }
 
-    /// Marks an idle container as pausing, if it is still in the same idle
-    /// spell. False when it has been used (or removed) since.
-    pub fn start_pause(&mut self, sandbox: &Sandbox, generation: u64) -> bool {
-        match self.worker(&sandbox.function, &sandbox.id) {
-            Some(w) if w.generation == generation && w.phase == Phase::Idle => {
-                w.set_phase(&sandbox.function, Phase::Pausing);
-                true
+    /// Idle containers past their pause grace, now marked as pausing (the
+    /// sweeper pauses them).
+    pub fn pause_due(&mut self) -> Vec<Arc<Sandbox>> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (name, f) in &mut self.functions {
+            for w in &mut f.workers {
+                if w.phase == Phase::Idle && w.pause_after <= now {
+                    w.set_phase(name, Phase::Pausing);
+                    due.push(w.sandbox.clone());
+                }
             }
-            _ => false,
         }
+        due
     }
 
     /// A pause finished. Calls that queued meanwhile are told to look again
-    /// (and find the paused container); a failed pause leaves it idle and
-    /// returns it for another timer.
-    pub fn pause_done(&mut self, sandbox: &Sandbox, paused: bool) -> Option<(Arc<Sandbox>, u64)> {
+    /// (and find the paused container); a failed pause leaves it idle, to be
+    /// tried again after another grace period.
+    pub fn pause_done(&mut self, sandbox: &Sandbox, paused: bool, grace: Duration) {
         let name = sandbox.function.as_str();
-        let f = self.functions.get_mut(name)?;
+        let Some(f) = self.functions.get_mut(name) else {
+            return;
+        };
         let stale = f.version != sandbox.version;
-        let i = f.workers.iter().position(|w| w.sandbox.id == sandbox.id)?;
+        let Some(i) = f.workers.iter().position(|w| w.sandbox.id == sandbox.id) else {
+            return;
+        };
         if stale {
             self.detach(name, &sandbox.id);
-            return None;
+            return;
         }
         let w = &mut f.workers[i];
         if paused {
@@ -519,17 +526,16 @@ impl State {
             if !f.waiters.is_empty() {
                 f.nudge();
             }
-            return None;
+            return;
         }
         w.set_phase(name, Phase::Idle);
-        let (handed, generation) = (w.sandbox.clone(), w.generation);
+        w.pause_after = Instant::now() + grace;
+        let handed = w.sandbox.clone();
         if f.grant(&handed, None) {
             let w = &mut f.workers[i];
             w.in_flight += 1;
             w.set_phase(name, Phase::Busy);
-            return None;
         }
-        Some((handed, generation))
     }
 
     /// Takes out containers idle or paused for longer than `keep_alive`.
@@ -731,7 +737,12 @@ mod tests {
     fn busy_container(state: &mut State, f: &Arc<Function>, id: &str) -> Arc<Sandbox> {
         let mut grant = wait(state.choose(f, Path::new("/code"), &settings(10)));
         assert_eq!(state.take_starts().len(), 1);
-        state.started(f, Ok((sandbox(id, f), Duration::from_millis(5))), false);
+        state.started(
+            f,
+            Ok((sandbox(id, f), Duration::from_millis(5))),
+            false,
+            GRACE,
+        );
         let Ok(Grant::Use { sandbox, init }) = grant.try_recv() else {
             panic!("the new container goes to the waiting call")
         };
@@ -740,17 +751,23 @@ mod tests {
     }
 
     /// Starts a container for `f` and leaves it idle.
-    fn idle_container(state: &mut State, f: &Arc<Function>, id: &str) -> (Arc<Sandbox>, u64) {
+    fn idle_container(state: &mut State, f: &Arc<Function>, id: &str) -> Arc<Sandbox> {
         let sandbox = busy_container(state, f, id);
-        state
-            .release(&sandbox, false)
-            .expect("idle after its only call")
+        assert!(
+            state.release(&sandbox, false, GRACE),
+            "idle after its only call"
+        );
+        sandbox
     }
 
-    fn pause(state: &mut State, idle: (Arc<Sandbox>, u64)) {
-        assert!(state.start_pause(&idle.0, idle.1));
-        assert!(state.pause_done(&idle.0, true).is_none());
+    /// The sweeper's part: pauses every idle container (the grace is zero).
+    fn pause_all(state: &mut State) {
+        for sandbox in state.pause_due() {
+            state.pause_done(&sandbox, true, GRACE);
+        }
     }
+
+    const GRACE: Duration = Duration::ZERO;
 
     #[test]
     fn released_slot_goes_to_the_first_waiter() {
@@ -764,21 +781,18 @@ mod tests {
             "max_concurrency 1: no second container"
         );
 
-        assert!(state
-            .started(&f, Ok((sandbox("s1", &f), Duration::ZERO)), false)
-            .is_none());
+        assert!(!state.started(&f, Ok((sandbox("s1", &f), Duration::ZERO)), false, GRACE));
         let Ok(Grant::Use { sandbox: s, .. }) = first.try_recv() else {
             panic!()
         };
         assert!(second.try_recv().is_err(), "second still waits");
 
-        assert!(state.release(&s, false).is_none(), "handed on, not idle");
+        assert!(!state.release(&s, false, GRACE), "handed on, not idle");
         let Ok(Grant::Use { sandbox: s2, init }) = second.try_recv() else {
             panic!()
         };
         assert_eq!((s2.id.as_str(), init), ("s1", None));
-        let (idle, _) = state.release(&s2, false).expect("idle now");
-        assert_eq!(idle.id, "s1");
+        assert!(state.release(&s2, false, GRACE), "idle now");
         assert_eq!(state.status().idle, 1);
     }
 
@@ -807,9 +821,9 @@ mod tests {
         let f = function("a", 128, 1, 10);
         let old = busy_container(&mut state, &f, "old");
         let new = busy_container(&mut state, &f, "new");
-        state.release(&old, false);
+        state.release(&old, false, GRACE);
         std::thread::sleep(Duration::from_millis(2));
-        state.release(&new, false);
+        state.release(&new, false, GRACE);
         assert_eq!(
             used(state.choose(&f, Path::new("/c"), &settings(10))).id,
             "new"
@@ -824,11 +838,10 @@ mod tests {
             function("b", 128, 1, 5),
             function("c", 128, 1, 5),
         );
-        let idle_a = idle_container(&mut state, &a, "sa");
+        idle_container(&mut state, &a, "sa");
         std::thread::sleep(Duration::from_millis(2));
-        let idle_b = idle_container(&mut state, &b, "sb");
-        pause(&mut state, idle_a);
-        pause(&mut state, idle_b);
+        idle_container(&mut state, &b, "sb");
+        pause_all(&mut state);
         assert_eq!(state.status().paused, 2);
         assert_eq!(state.status().used_mb, 256);
 
@@ -847,7 +860,7 @@ mod tests {
         // a's container is busy: not evictable.
         let mut grant = wait(state.choose(&a, Path::new("/c"), &settings(10)));
         state.take_starts();
-        state.started(&a, Ok((sandbox("sa", &a), Duration::ZERO)), false);
+        state.started(&a, Ok((sandbox("sa", &a), Duration::ZERO)), false, GRACE);
         assert!(grant.try_recv().is_ok());
         let _waiting = wait(state.choose(&b, Path::new("/c"), &settings(10)));
         assert!(state.take_starts().is_empty());
@@ -858,8 +871,8 @@ mod tests {
     fn paused_container_is_unpaused_for_a_call() {
         let mut state = State::new(10_000);
         let f = function("a", 128, 1, 5);
-        let idle = idle_container(&mut state, &f, "s1");
-        pause(&mut state, idle);
+        idle_container(&mut state, &f, "s1");
+        pause_all(&mut state);
         match state.choose(&f, Path::new("/c"), &settings(10)) {
             Ok(Step::Unpause(s)) => assert_eq!(s.id, "s1"),
             _ => panic!("expected an unpause"),
@@ -924,7 +937,7 @@ mod tests {
             kind: "SyntaxError".into(),
             message: "bad".into(),
         };
-        state.started(&f, Err(failure), false);
+        state.started(&f, Err(failure), false, GRACE);
         assert!(matches!(
             one.try_recv(),
             Ok(Grant::Failed(Failure::Load { .. }))
@@ -945,7 +958,7 @@ mod tests {
         state.retire_function("a");
         let retired: Vec<_> = state.take_retired().iter().map(|s| s.id.clone()).collect();
         assert_eq!(retired, ["idle"], "the busy one finishes its call first");
-        assert!(state.release(&busy, false).is_none());
+        assert!(!state.release(&busy, false, GRACE));
         let retired: Vec<_> = state.take_retired().iter().map(|s| s.id.clone()).collect();
         assert_eq!(retired, ["busy"]);
         assert_eq!(state.status().used_mb, 0);

@@ -46,9 +46,8 @@ pub(super) struct Worker {
     pub in_flight: u32,
     /// When its last call ended (or it was created): orders reuse and expiry.
     pub last_used: Instant,
-    /// Bumped at each release, so a pause timer only acts on the idle spell
-    /// that started it.
-    pub generation: u64,
+    /// An idle container is paused by the sweeper from this moment on.
+    pub pause_after: Instant,
 }
 
 impl Worker {
@@ -58,7 +57,7 @@ impl Worker {
             phase: Phase::Busy,
             in_flight: 0,
             last_used: Instant::now(),
-            generation: 0,
+            pause_after: Instant::now(),
         }
     }
 
