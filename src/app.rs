@@ -17,6 +17,7 @@ use crate::images;
 use crate::manifest::Runtime;
 use crate::meter::Recorder;
 use crate::metrics::Metrics;
+use crate::packages::Installer;
 use crate::pool::Pool;
 use crate::sandbox::Sandboxes;
 use crate::store;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub catalog: Catalog,
     pub sandboxes: Sandboxes,
     pub pool: Pool,
+    /// Installs functions' packages into the shared cache.
+    pub installer: Installer,
     /// Where calls send their records (journaled, written in batches).
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -61,6 +64,9 @@ impl Application {
         let db = store::connect(&settings.database_url).await?;
         let docker = connect_docker().await?;
         let python_image = images::ensure(&docker, &settings.base_image, Runtime::Python).await?;
+        std::fs::create_dir_all(Installer::cache_dir(&settings.data_dir))
+            .context("creating the package cache")?;
+        let installer = Installer::new(docker.clone(), settings.clone(), python_image.clone());
         let sandboxes = Sandboxes::new(docker, settings.clone(), python_image);
         sandboxes.ensure_network().await?;
         let left = sandboxes.remove_leftovers().await?;
@@ -78,6 +84,7 @@ impl Application {
         let (recorder, writer) = Recorder::start(db.clone(), &settings.data_dir.join("journal"))?;
         tokio::spawn(expire_logs(db.clone(), settings.log_retention_days));
         let state = AppState {
+            installer,
             recorder,
             metrics: Arc::default(),
             catalog: Catalog::new(db.clone(), code.clone()),
@@ -112,7 +119,10 @@ impl Application {
     ) -> anyhow::Result<()> {
         let router = crate::api::router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "openlambda manager listening");
-        let served = axum::serve(self.listener, router)
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(shutdown)
             .await;
         self.state.pool.shutdown().await;

@@ -3,16 +3,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::Utc;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::meter::billed_ms;
 use crate::pool::AcquireError;
-use crate::sandbox::{Failure, Reply};
+use crate::sandbox::{Failure, Invocation, Reply};
 use crate::store::functions::Function;
-use crate::store::invocations::Invocation;
+use crate::store::invocations::Invocation as Record;
 
 /// How a call ended.
 #[derive(Debug)]
@@ -35,8 +34,8 @@ impl Outcome {
     /// The record's status word and whether the call is billed.
     fn status(&self) -> (&'static str, bool) {
         match self {
-            Outcome::Handled(r) if r.status == 200 => ("success", true),
-            Outcome::Handled(_) => ("error", true),
+            Outcome::Handled(r) if r.raised => ("error", true),
+            Outcome::Handled(_) => ("success", true),
             Outcome::Failed(Failure::Timeout(_)) => ("timeout", true),
             Outcome::Failed(Failure::OutOfMemory(_)) => ("oom", true),
             Outcome::Failed(Failure::Crashed(_)) => ("crashed", true),
@@ -55,7 +54,7 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
     if crate::manifest::FunctionName::parse(name).is_err() {
         return request_id;
     }
-    let record = Invocation {
+    let record = Record {
         request_id,
         function: name.to_string(),
         version: String::new(),
@@ -80,19 +79,28 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
 /// Runs one call of `function` with `event` (JSON bytes). The work runs in
 /// its own task: a caller that hangs up does not stop the call half-way, so
 /// the container goes back to the pool and the call is still metered.
-pub async fn call(state: AppState, function: Arc<Function>, event: Bytes) -> CallResult {
-    let task = tokio::spawn(async move { run(&state, &function, event).await });
+pub async fn call(
+    state: AppState,
+    function: Arc<Function>,
+    request_id: Uuid,
+    invocation: Invocation,
+) -> CallResult {
+    let task = tokio::spawn(async move { run(&state, &function, request_id, invocation).await });
     match task.await {
         Ok(result) => result,
         Err(e) => CallResult {
-            request_id: Uuid::new_v4(),
+            request_id,
             outcome: Outcome::Failed(Failure::Platform(anyhow::anyhow!("call task failed: {e}"))),
         },
     }
 }
 
-async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallResult {
-    let request_id = Uuid::new_v4();
+async fn run(
+    state: &AppState,
+    function: &Arc<Function>,
+    request_id: Uuid,
+    invocation: Invocation,
+) -> CallResult {
     let started_at = Utc::now();
     let queued = Instant::now();
     let timeout = Duration::from_millis(function.timeout_ms as u64);
@@ -111,7 +119,7 @@ async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallRe
             let sandbox = lease.sandbox();
             sandbox.memory_peak.reset();
             let began = Instant::now();
-            let result = state.sandboxes.invoke(sandbox, event, timeout).await;
+            let result = state.sandboxes.invoke(sandbox, invocation, timeout).await;
             let duration = began.elapsed();
             peak_mb = sandbox.memory_peak.read_mb();
             let outcome = match result {
@@ -135,7 +143,7 @@ async fn run(state: &AppState, function: &Arc<Function>, event: Bytes) -> CallRe
     if state.settings.billing.bill_init {
         metered += init.unwrap_or_default();
     }
-    let record = Invocation {
+    let record = Record {
         request_id,
         function: function.name.clone(),
         version: function.version.clone(),

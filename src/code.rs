@@ -54,6 +54,8 @@ pub struct Inspected {
     /// zipped), stripped when unpacking; empty when the files are at the top.
     pub strip_prefix: String,
     pub unzipped_bytes: u64,
+    /// `requirements.txt`, when the zip has one with any requirement in it.
+    pub requirements: Option<String>,
 }
 
 /// Checks an uploaded zip without writing anything.
@@ -109,11 +111,24 @@ pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
         };
         return Err(CodeError::NoHandler { wanted, found });
     }
+    let requirements = match files.iter().position(|f| *f == "requirements.txt") {
+        None => None,
+        Some(i) => {
+            let text = String::from_utf8(read_entry(&mut archive, &names[i], 1024 * 1024)?)
+                .map_err(|_| CodeError::BadEntry("requirements.txt".into(), "not UTF-8 text".into()))?;
+            let meaningful = text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .any(|l| !l.is_empty());
+            meaningful.then_some(text)
+        }
+    };
     Ok(Inspected {
         sha256: hex_sha256(zip),
         manifest,
         strip_prefix,
         unzipped_bytes: total,
+        requirements,
     })
 }
 

@@ -33,6 +33,11 @@ const PYTHON: &[ContextFile] = &[
         mode: 0o644,
         body: include_bytes!("../images/python/server.py"),
     },
+    ContextFile {
+        path: "install.py",
+        mode: 0o644,
+        body: include_bytes!("../images/python/install.py"),
+    },
 ];
 
 fn context_files(runtime: Runtime) -> &'static [ContextFile] {

@@ -15,6 +15,8 @@
 //!   content-addressed code store.
 //! - [`manifest`]: function names and `ol.yaml`.
 //! - [`images`]: runtime images, built from embedded contexts, tagged by digest.
+//! - [`packages`]: requirements resolved and installed once per host into
+//!   the shared, read-only package cache.
 //! - [`sandbox`]: one container: create, load, invoke over its Unix socket,
 //!   pause, remove.
 //! - [`pool`]: leases on containers, scale-out, pause after grace, keep-alive.
@@ -36,6 +38,7 @@ pub mod images;
 pub mod manifest;
 pub mod meter;
 pub mod metrics;
+pub mod packages;
 pub mod pool;
 pub mod sandbox;
 pub mod store;

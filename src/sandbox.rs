@@ -59,10 +59,23 @@ impl Sandbox {
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
-    /// The handler's result (or its error).
+    /// The function's response headers (HTTP mode), without the runtime's own.
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    /// The handler's result or response body (or its error).
     pub body: Bytes,
     /// What the call printed, when the runtime sent any.
     pub output: Option<String>,
+    /// The handler raised: `body` is `{"error": {"type", "message"}}`.
+    pub raised: bool,
+}
+
+/// What a call hands the runtime.
+#[derive(Debug)]
+pub enum Invocation {
+    /// OpenLambda's `/run`: the event as JSON bytes.
+    Event(Bytes),
+    /// The function URL: the request's description (JSON) and its body.
+    Http { meta: Bytes, body: Bytes },
 }
 
 /// Why a call did not get an answer from the handler.
@@ -200,8 +213,12 @@ impl Sandboxes {
             labels.insert(LABEL_VERSION.to_string(), sandbox.version.clone());
             container_name(&sandbox.function, &sandbox.id)
         };
+        let packages = crate::packages::Installer::cache_dir(&self.settings.data_dir);
         let host_config = HostConfig {
-            binds: Some(vec![format!("{}:/host", sandbox.dir.display())]),
+            binds: Some(vec![
+                format!("{}:/host", sandbox.dir.display()),
+                format!("{}:/packages:ro", packages.display()),
+            ]),
             memory: Some(memory),
             memory_swap: Some(memory),
             // CPU weight in proportion to memory, as Lambda does.
@@ -270,11 +287,15 @@ impl Sandboxes {
             "module": module,
             "function": func,
             "env": &*function.environment,
+            "packages": function.package_paths(),
+            "function_name": function.name,
+            "version": function.version,
+            "memory_mb": function.memory_mb,
         });
         let limit = self.settings.pool.start_timeout;
         let reply = tokio::time::timeout(
             limit,
-            request(&sandbox.socket(), "POST", "/load", spec.to_string().into()),
+            request(&sandbox.socket(), "POST", "/load", None, spec.to_string().into()),
         )
         .await
         .map_err(|_| anyhow!("loading the handler took longer than {limit:?}"))?;
@@ -364,7 +385,7 @@ impl Sandboxes {
         let mut polls = 0u32;
         loop {
             if socket.exists() {
-                if let Ok(reply) = request(&socket, "GET", "/health", Bytes::new()).await {
+                if let Ok(reply) = request(&socket, "GET", "/health", None, Bytes::new()).await {
                     if reply.status == 200 {
                         return Ok(());
                     }
@@ -388,18 +409,26 @@ impl Sandboxes {
         }
     }
 
-    /// Sends one call's event to the handler, within `timeout`.
+    /// Sends one call to the handler, within `timeout`.
     pub async fn invoke(
         &self,
         sandbox: &Sandbox,
-        event: Bytes,
+        invocation: Invocation,
         timeout: Duration,
     ) -> Result<Reply, Failure> {
-        match tokio::time::timeout(
-            timeout,
-            request(&sandbox.socket(), "POST", "/invoke", event),
-        )
-        .await
+        let socket = sandbox.socket();
+        let exchange = async {
+            match invocation {
+                Invocation::Event(event) => request(&socket, "POST", "/invoke", None, event).await,
+                Invocation::Http { meta, body } => {
+                    let mut framed = bytes::BytesMut::with_capacity(meta.len() + body.len());
+                    framed.extend_from_slice(&meta);
+                    framed.extend_from_slice(&body);
+                    request(&socket, "POST", "/invoke", Some(meta.len()), framed.freeze()).await
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await
         {
             Err(_) => Err(Failure::Timeout(timeout)),
             Ok(Ok(reply)) => Ok(reply),
@@ -605,6 +634,7 @@ pub async fn request(
     socket: &Path,
     method: &str,
     path: &str,
+    meta_length: Option<usize>,
     body: Bytes,
 ) -> anyhow::Result<Reply> {
     let stream = UnixStream::connect(socket)
@@ -614,20 +644,40 @@ pub async fn request(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, "sandbox")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
-    let response = sender.send_request(request).await?;
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(n) = meta_length {
+        request = request.header("x-ol-meta-length", n);
+    }
+    let response = sender.send_request(request.body(Full::new(body))?).await?;
     let status = response.status().as_u16();
-    let result_len = response
-        .headers()
-        .get("x-ol-result-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let mut body = response.into_body().collect().await?.to_bytes();
+    let (parts, body) = response.into_parts();
+    let number = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let result_len = number("x-ol-result-length");
+    let raised = parts.headers.contains_key("x-ol-status");
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !name.as_str().starts_with("x-ol-")
+                && !matches!(
+                    name.as_str(),
+                    "content-length" | "connection" | "transfer-encoding" | "server" | "date"
+                        | "keep-alive"
+                )
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let mut body = body.collect().await?.to_bytes();
     // The call's output follows the result.
     let output = match result_len {
         Some(n) if n < body.len() => {
@@ -638,8 +688,10 @@ pub async fn request(
     };
     Ok(Reply {
         status,
+        headers,
         body,
         output,
+        raised,
     })
 }
 

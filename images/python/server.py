@@ -4,23 +4,39 @@ Listens for HTTP on a Unix socket in the sandbox directory (/host/ol.sock) and
 serves the manager, a thread per request (the manager decides how many calls
 a container serves at once: the function's concurrency):
 
-  POST /load    {"dir", "module", "function", "env"}  once per container:
-                put the code on the import path, set the environment, import
-                the handler. A generic (prewarmed) container becomes a
-                function's container here.
-  POST /invoke  the event as the JSON body (empty = null); answers the JSON of
-                the handler's return value.
+  POST /load    {"dir", "module", "function", "env", "packages", "function_name",
+                 "version", "memory_mb"}: once per container. Puts the code and
+                its packages on the import path, sets the environment, imports
+                the handler and works out its style. A generic (prewarmed)
+                container becomes a function's container here.
+  POST /invoke  one call. Two modes:
+                - event (OpenLambda's /run): the body is the event as JSON
+                  (empty = null); the answer is the JSON of the result.
+                - http (the function URL; header X-Ol-Meta-Length: N): the
+                  body is N bytes of JSON describing the request (method,
+                  path, query, headers, sourceIp, requestId, timeoutMs)
+                  followed by the request body; the answer is the function's
+                  HTTP response itself (status, headers, body).
   GET  /health  liveness.
 
-A handler exception answers 500 with {"error": {"type", "message"}}.
+Handler styles, chosen by what the handler is:
+  - OpenLambda: def f(event): the event is the JSON body, the result its JSON;
+  - AWS Lambda: def lambda_handler(event, context): the function URL payload
+    format 2.0 in, the function URL response format out;
+  - WSGI or ASGI app: a module attribute named `app`.
 
-What a call prints (stdout, stderr, its traceback) is kept per call, up to
-LOG_LIMIT bytes, and sent back after the result: the header
-X-Ol-Result-Length says where the result ends and the output begins. Only the
-standard library is used, so the image stays small and starts fast.
+A handler exception answers 500 with {"error": {"type", "message"}} and the
+header X-Ol-Status: error. What a call prints (stdout, stderr, its traceback)
+is kept per call, up to LOG_LIMIT bytes, and sent after the answer's body: the
+header X-Ol-Result-Length says where the body ends. Only the standard library
+is used, so the image stays small and starts fast.
 """
 
+import asyncio
+import base64
 import importlib
+import inspect
+import io
 import json
 import os
 import socket
@@ -30,14 +46,17 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qsl
 
 SOCKET_PATH = os.environ.get("OL_SOCKET", "/host/ol.sock")
-
 LOG_LIMIT = 64 * 1024
 CUT_MARKER = "\n[output cut at 64 KiB]\n"
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
+              "application/x-www-form-urlencoded", "+json", "+xml")
 
 handler_fn = None
-loaded = None
+style = None
+loaded = {}
 _call = threading.local()
 
 
@@ -85,6 +104,214 @@ def _error(kind, message):
     return {"error": {"type": kind, "message": message}}
 
 
+def detect_style(name, fn):
+    """OpenLambda f(event), AWS (event, context), or a WSGI/ASGI app."""
+    if name == "app":
+        call = fn if inspect.isfunction(fn) else getattr(fn, "__call__", fn)
+        return "asgi" if inspect.iscoroutinefunction(call) else "wsgi"
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return "openlambda"
+    return "aws" if len(params) >= 2 else "openlambda"
+
+
+def is_text(content_type):
+    content_type = (content_type or "").lower()
+    return any(t in content_type for t in TEXT_TYPES)
+
+
+class LambdaContext:
+    """The `context` an AWS-style handler gets."""
+
+    def __init__(self, meta):
+        self.function_name = loaded.get("function_name", "")
+        self.function_version = loaded.get("version", "$LATEST")
+        self.memory_limit_in_mb = int(loaded.get("memory_mb") or 0)
+        self.aws_request_id = meta.get("requestId", "")
+        self.invoked_function_arn = "arn:openlambda:function:" + self.function_name
+        self.log_group_name = "/openlambda/" + self.function_name
+        self.log_stream_name = self.aws_request_id
+        self._deadline = time.monotonic() + meta.get("timeoutMs", 30000) / 1000.0
+
+    def get_remaining_time_in_millis(self):
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def aws_event(meta, body):
+    """The function URL payload format 2.0."""
+    headers, cookies = {}, []
+    for name, value in meta.get("headers", []):
+        name = name.lower()
+        if name == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        headers[name] = headers[name] + "," + value if name in headers else value
+    query = meta.get("query", "")
+    params = {}
+    for k, v in parse_qsl(query, keep_blank_values=True):
+        params[k] = params[k] + "," + v if k in params else v
+    binary = bool(body) and not is_text(headers.get("content-type"))
+    if binary:
+        text = base64.b64encode(body).decode()
+    else:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            binary, text = True, base64.b64encode(body).decode()
+    now = time.time()
+    event = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": meta.get("path", "/"),
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": loaded.get("function_name", ""),
+            "domainName": headers.get("host", ""),
+            "domainPrefix": loaded.get("function_name", ""),
+            "http": {
+                "method": meta.get("method", "GET"),
+                "path": meta.get("path", "/"),
+                "protocol": "HTTP/1.1",
+                "sourceIp": meta.get("sourceIp", ""),
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": meta.get("requestId", ""),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": binary,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if params:
+        event["queryStringParameters"] = params
+    if body:
+        event["body"] = text
+    return event
+
+
+def aws_response(result):
+    """Maps an AWS-style result to (status, [(name, value)], body bytes)."""
+    if not (isinstance(result, dict) and "statusCode" in result):
+        return 200, [("Content-Type", "application/json")], json.dumps(result).encode()
+    status = int(result.get("statusCode") or 200)
+    headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+    for k, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((str(k), str(v)) for v in values)
+    headers.extend(("Set-Cookie", str(c)) for c in (result.get("cookies") or []))
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    body = result.get("body")
+    if body is None:
+        data = b""
+    elif result.get("isBase64Encoded"):
+        data = base64.b64decode(body)
+    elif isinstance(body, str):
+        data = body.encode("utf-8")
+    else:
+        data = json.dumps(body).encode()
+    return status, headers, data
+
+
+def wsgi_call(app, meta, body):
+    environ = {
+        "REQUEST_METHOD": meta.get("method", "GET"),
+        "SCRIPT_NAME": "",
+        "PATH_INFO": meta.get("path", "/"),
+        "QUERY_STRING": meta.get("query", ""),
+        "SERVER_NAME": "openlambda",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": meta.get("sourceIp", ""),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    for name, value in meta.get("headers", []):
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key != "CONTENT_LENGTH":
+            key = "HTTP_" + key
+            environ[key] = environ[key] + "," + value if key in environ else value
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        if exc_info and started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        started["status"], started["headers"] = status, headers
+        return lambda data: chunks.append(data)
+
+    chunks = []
+    result = app(environ, start_response)
+    try:
+        for chunk in result:
+            chunks.append(chunk)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return int(started["status"].split()[0]), list(started["headers"]), b"".join(chunks)
+
+
+def asgi_call(app, meta, body):
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": meta.get("method", "GET"),
+        "scheme": "http",
+        "path": meta.get("path", "/"),
+        "raw_path": meta.get("path", "/").encode(),
+        "query_string": meta.get("query", "").encode(),
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in meta.get("headers", [])],
+        "client": (meta.get("sourceIp", ""), 0),
+        "server": ("openlambda", 80),
+    }
+    response = {"status": 500, "headers": [], "body": []}
+    sent = {"body": False}
+
+    async def receive():
+        if not sent["body"]:
+            sent["body"] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            response["status"] = message["status"]
+            response["headers"] = [(k.decode("latin-1"), v.decode("latin-1"))
+                                   for k, v in message.get("headers", [])]
+        elif message["type"] == "http.response.body":
+            response["body"].append(message.get("body", b""))
+
+    asyncio.run(app(scope, receive, send))
+    return response["status"], response["headers"], b"".join(response["body"])
+
+
+def openlambda_http(meta, body):
+    """f(event) behind a function URL: the event is the JSON body."""
+    try:
+        event = json.loads(body) if body.strip() else None
+    except ValueError as exc:
+        message = "the body must be JSON (it is the handler's event): %s" % exc
+        return 400, [("Content-Type", "application/json")], json.dumps(
+            {"error": {"code": "invalid_event", "message": message}}).encode()
+    return 200, [("Content-Type", "application/json")], json.dumps(handler_fn(event)).encode()
+
+
 class Handler(BaseHTTPRequestHandler):
     # One request per connection; the manager opens a new connection per call.
     protocol_version = "HTTP/1.0"
@@ -96,10 +323,17 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
-    def _send(self, status, payload, raw=None, output=b""):
+    def _send(self, status, payload, raw=None, output=b"", headers=(), error=False):
         body = raw if raw is not None else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        has_type = False
+        for name, value in headers:
+            has_type = has_type or name.lower() == "content-type"
+            self.send_header(name, value)
+        if not has_type:
+            self.send_header("Content-Type", "application/json")
+        if error:
+            self.send_header("X-Ol-Status", "error")
         self.send_header("Content-Length", str(len(body) + len(output)))
         self.send_header("X-Ol-Result-Length", str(len(body)))
         self.end_headers()
@@ -111,7 +345,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/health":
-            self._send(200, {"ok": True, "loaded": loaded})
+            self._send(200, {"ok": True, "loaded": loaded.get("handler")})
         else:
             self._send(404, _error("NotFound", self.path))
 
@@ -124,12 +358,14 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, _error("NotFound", self.path))
 
     def _load(self):
-        global handler_fn, loaded
+        global handler_fn, style, loaded
         spec = json.loads(self._body() or b"{}")
         started = time.monotonic()
         try:
             os.environ.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
             code_dir = spec["dir"]
+            for path in reversed(spec.get("packages") or []):
+                sys.path.insert(0, path)
             sys.path.insert(0, code_dir)
             os.chdir(code_dir)
             module = importlib.import_module(spec["module"])
@@ -143,30 +379,58 @@ class Handler(BaseHTTPRequestHandler):
             self._send(500, _error(type(exc).__name__, str(exc)))
             return
         handler_fn = fn
-        loaded = "%s.%s" % (spec["module"], spec["function"])
-        self._send(200, {"loaded": loaded, "ms": (time.monotonic() - started) * 1000})
+        style = detect_style(spec["function"], fn)
+        loaded = {
+            "handler": "%s.%s" % (spec["module"], spec["function"]),
+            "function_name": spec.get("function_name", ""),
+            "version": spec.get("version", ""),
+            "memory_mb": spec.get("memory_mb", 0),
+        }
+        self._send(200, {"loaded": loaded["handler"], "style": style,
+                         "ms": (time.monotonic() - started) * 1000})
 
     def _invoke(self):
         if handler_fn is None:
             self._send(409, _error("NotLoaded", "no handler loaded"))
             return
         raw = self._body()
-        try:
-            event = json.loads(raw) if raw.strip() else None
-        except ValueError as exc:
-            self._send(400, _error("InvalidEvent", "event is not JSON: %s" % exc))
-            return
+        meta_length = self.headers.get("X-Ol-Meta-Length")
         start_capture()
         try:
-            result = handler_fn(event)
-            body = json.dumps(result).encode()
+            if meta_length is None:
+                status, headers, body = self._event_call(raw)
+            else:
+                n = int(meta_length)
+                status, headers, body = self._http_call(json.loads(raw[:n]), raw[n:])
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything
             traceback.print_exc()
             output = end_capture()
             sys.__stderr__.write(output.decode("utf-8", "replace"))
-            self._send(500, _error(type(exc).__name__, str(exc)), output=output)
+            self._send(500, _error(type(exc).__name__, str(exc)), output=output, error=True)
             return
-        self._send(200, None, raw=body, output=end_capture())
+        self._send(status, None, raw=body, headers=headers, output=end_capture())
+
+    def _event_call(self, raw):
+        try:
+            event = json.loads(raw) if raw.strip() else None
+        except ValueError as exc:
+            return 400, [], json.dumps(_error("InvalidEvent", "event is not JSON: %s" % exc)).encode()
+        if style == "aws":
+            result = handler_fn(event, LambdaContext({}))
+        elif style in ("wsgi", "asgi"):
+            raise TypeError("a web app is called through its function URL (/fn/NAME), not /run")
+        else:
+            result = handler_fn(event)
+        return 200, [], json.dumps(result).encode()
+
+    def _http_call(self, meta, body):
+        if style == "aws":
+            return aws_response(handler_fn(aws_event(meta, body), LambdaContext(meta)))
+        if style == "wsgi":
+            return wsgi_call(handler_fn, meta, body)
+        if style == "asgi":
+            return asgi_call(handler_fn, meta, body)
+        return openlambda_http(meta, body)
 
 
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -40,6 +40,8 @@ struct FunctionView {
     concurrency: i32,
     max_concurrency: i32,
     url: String,
+    /// Package cache directories of its version, e.g. `six-1.16.0`.
+    installed_packages: Vec<String>,
     created_at: chrono::DateTime<chrono::Utc>,
     updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -58,6 +60,7 @@ impl FunctionView {
             http_methods: f.http_methods,
             concurrency: f.concurrency,
             max_concurrency: f.max_concurrency,
+            installed_packages: f.packages,
             created_at: f.created_at,
             updated_at: f.updated_at,
         }
@@ -83,7 +86,7 @@ async fn deploy(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<FunctionView>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = parse_name(&name)?;
     let zip = axum::body::to_bytes(body, MAX_ZIP_BYTES)
         .await
@@ -130,6 +133,24 @@ async fn deploy(
         ApiError::new(status, code, e.to_string())
     })?;
 
+    // Packages: resolved and installed before anything of this deploy is
+    // stored; a failure stores nothing.
+    let resolved = match &inspected.requirements {
+        None => crate::packages::Resolved::default(),
+        Some(requirements) => state
+            .installer
+            .install(name.as_str(), requirements)
+            .await
+            .map_err(|e| match e {
+                crate::packages::PackageError::Requirements(message) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "package_install_failed",
+                    message,
+                ),
+                crate::packages::PackageError::Platform(e) => ApiError::from(e),
+            })?,
+    };
+
     let store_code = state.code.clone();
     let (zip, inspected, created_dir) = tokio::task::spawn_blocking(move || {
         let created = store_code.unpack(&zip, &inspected);
@@ -147,6 +168,7 @@ async fn deploy(
             &inspected.sha256,
             &zip,
             &inspected.manifest,
+            &resolved.dirs,
         )
         .await?;
         tx.commit().await?;
@@ -172,10 +194,12 @@ async fn deploy(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(FunctionView::new(function, &base_url(&headers, &state))),
-    ))
+    let mut view = serde_json::to_value(FunctionView::new(function, &base_url(&headers, &state)))
+        .map_err(ApiError::internal)?;
+    // What the deploy did about packages, step by step.
+    view["packages"] = json!(resolved.steps);
+    view["packages_ms"] = json!(resolved.ms);
+    Ok((status, Json(view)))
 }
 
 async fn list(
@@ -254,7 +278,8 @@ async fn set_limits(
         limits.max_concurrency,
         &MAX_CONCURRENCY_RANGE,
     )?;
-    let function = store::set_limits(&state.db, name.as_str(), concurrency, max_concurrency)
+    let mut db = state.db.acquire().await?;
+    let function = store::set_limits(&mut db, name.as_str(), concurrency, max_concurrency)
         .await?
         .ok_or_else(|| ApiError::function_not_found(name.as_str()))?;
     state.catalog.invalidate(name.as_str());

@@ -1,12 +1,18 @@
 //! Calling functions: the function URL (`/fn/{name}/...`, any method) and
 //! OpenLambda's `POST /run/{name}`.
 //!
-//! For `def f(event)` handlers the event is the JSON body (null when empty)
-//! and the response is the JSON of the return value.
+//! `/run` sends the JSON body as the event and answers the JSON of the
+//! result. The function URL hands the runtime the whole request (method,
+//! path below `/fn/{name}`, query, headers, body); the runtime turns it into
+//! the handler's event (the JSON body for `def f(event)`, the function URL
+//! payload 2.0 for AWS-style handlers, the request itself for WSGI/ASGI
+//! apps) and answers with the function's HTTP response, passed through.
+
+use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::Router;
@@ -16,7 +22,8 @@ use super::error::ApiError;
 use crate::app::AppState;
 use crate::call::{self, CallResult, Outcome};
 use crate::pool::AcquireError;
-use crate::sandbox::{error_parts, Failure};
+use crate::sandbox::{error_parts, Failure, Invocation};
+use uuid::Uuid;
 
 /// Largest event accepted (AWS Lambda's synchronous payload limit).
 const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
@@ -28,31 +35,60 @@ pub fn router() -> Router<AppState> {
         .route("/run/{name}", post(run))
 }
 
+/// Where a call came from and what it asked for (function URLs).
+struct HttpCall {
+    method: Method,
+    /// The path below `/fn/{name}`, from `/`.
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    source: SocketAddr,
+}
+
 async fn function_url(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    method: Method,
-    body: Body,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    request: Request,
 ) -> Response {
-    invoke(state, name, Some(method), body).await
+    let (parts, body) = request.into_parts();
+    let call = HttpCall {
+        method: parts.method,
+        path: "/".into(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts.headers,
+        source,
+    };
+    invoke(state, name, Some(call), body).await
 }
 
 async fn function_url_path(
     State(state): State<AppState>,
-    Path((name, _path)): Path<(String, String)>,
-    method: Method,
-    body: Body,
+    Path((name, path)): Path<(String, String)>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    request: Request,
 ) -> Response {
-    invoke(state, name, Some(method), body).await
+    let (parts, body) = request.into_parts();
+    // The raw path, as sent (the extractor's copy is percent-decoded).
+    let raw = parts.uri.path();
+    let prefix = format!("/fn/{name}");
+    let below = raw.strip_prefix(&prefix).filter(|p| p.starts_with('/'));
+    let call = HttpCall {
+        method: parts.method.clone(),
+        path: below.map_or_else(|| format!("/{path}"), str::to_string),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts.headers,
+        source,
+    };
+    invoke(state, name, Some(call), body).await
 }
 
 async fn run(State(state): State<AppState>, Path(name): Path<String>, body: Body) -> Response {
     invoke(state, name, None, body).await
 }
 
-/// `method` is the function URL's method (checked against `triggers.http`);
-/// `None` for `/run`.
-async fn invoke(state: AppState, name: String, method: Option<Method>, body: Body) -> Response {
+/// `http` is the function URL's request; `None` for `/run`.
+async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Body) -> Response {
     let function = match state.catalog.get(&name).await {
         Ok(Some(f)) => f,
         Ok(None) => {
@@ -65,47 +101,81 @@ async fn invoke(state: AppState, name: String, method: Option<Method>, body: Bod
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if let (Some(method), Some(allowed)) = (&method, &function.http_methods) {
-        if !allowed.iter().any(|m| m == method.as_str()) {
+    if let (Some(http), Some(allowed)) = (&http, &function.http_methods) {
+        if !allowed.iter().any(|m| m == http.method.as_str()) {
             let mut error = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!(
-                    "{name} accepts {} (triggers.http in its ol.yaml), not {method}",
-                    allowed.join(", ")
+                    "{name} accepts {} (triggers.http in its ol.yaml), not {}",
+                    allowed.join(", "),
+                    http.method
                 ),
             );
             error.allow = Some(allowed.join(", "));
             return error.into_response();
         }
     }
-    let event = match read_event(body).await {
-        Ok(event) => event,
+    let body = match read_body(body).await {
+        Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let result = call::call(state, function.clone(), event).await;
+    let request_id = Uuid::new_v4();
+    let invocation = match http {
+        None => match check_json(&body) {
+            Ok(()) => Invocation::Event(body),
+            Err(e) => return e.into_response(),
+        },
+        Some(http) => Invocation::Http {
+            meta: describe(&http, request_id, function.timeout_ms),
+            body,
+        },
+    };
+    let result = call::call(state, function.clone(), request_id, invocation).await;
     respond(result, &name)
 }
 
-async fn read_event(body: Body) -> Result<Bytes, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_EVENT_BYTES)
+/// The request's description the runtime builds its event from.
+fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> Bytes {
+    let headers: Vec<(&str, String)> = http
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let meta = serde_json::json!({
+        "method": http.method.as_str(),
+        "path": http.path,
+        "query": http.query,
+        "headers": headers,
+        "sourceIp": http.source.ip().to_string(),
+        "requestId": request_id.to_string(),
+        "timeoutMs": timeout_ms,
+    });
+    Bytes::from(meta.to_string())
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_EVENT_BYTES)
         .await
         .map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                "the request body is over 6 MiB, the largest event a call takes",
+                "the request body is over 6 MiB, the largest a call takes",
             )
-        })?;
+        })
+}
+
+fn check_json(bytes: &[u8]) -> Result<(), ApiError> {
     if !bytes.iter().all(u8::is_ascii_whitespace) {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| {
             ApiError::bad_request(
                 "invalid_event",
                 format!("the body must be JSON (it is the handler's event): {e}"),
             )
         })?;
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// The HTTP status a call's outcome is answered with.
@@ -131,12 +201,17 @@ pub fn http_status(outcome: &Outcome) -> StatusCode {
 fn respond(result: CallResult, name: &str) -> Response {
     let status = http_status(&result.outcome);
     let mut response = match result.outcome {
-        Outcome::Handled(reply) if reply.status == 200 => {
-            let mut r = (status, reply.body).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+        Outcome::Handled(reply) if !reply.raised => {
+            // The function's own response, passed through.
+            let mut r = Response::new(Body::from(reply.body));
+            *r.status_mut() = status;
+            let headers = r.headers_mut();
+            for (name, value) in reply.headers {
+                headers.append(name, value);
+            }
+            if !headers.contains_key(header::CONTENT_TYPE) {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
             r
         }
         Outcome::Handled(reply) => {

@@ -702,6 +702,7 @@ mod tests {
             http_methods: None,
             concurrency,
             max_concurrency: max,
+            packages: Vec::new(),
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         })

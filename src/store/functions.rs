@@ -26,6 +26,8 @@ pub struct Function {
     pub concurrency: i32,
     /// Containers the function may have at once.
     pub max_concurrency: i32,
+    /// Package cache directories of its code version, e.g. `six-1.16.0`.
+    pub packages: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -34,11 +36,20 @@ pub struct Function {
 macro_rules! select_functions {
     ($tail:literal) => {
         concat!(
-            "SELECT name, version, runtime, handler, memory_mb, timeout_ms, environment, ",
-            "http_methods, concurrency, max_concurrency, created_at, updated_at FROM functions ",
+            "SELECT f.name, f.version, f.runtime, f.handler, f.memory_mb, f.timeout_ms, ",
+            "f.environment, f.http_methods, f.concurrency, f.max_concurrency, c.packages, ",
+            "f.created_at, f.updated_at ",
+            "FROM functions f JOIN code_versions c ON c.sha256 = f.version ",
             $tail
         )
     };
+}
+
+impl Function {
+    /// Where its packages are inside a container.
+    pub fn package_paths(&self) -> Vec<String> {
+        self.packages.iter().map(|p| format!("/packages/{p}")).collect()
+    }
 }
 
 /// Stores a code version (once) and points the function at it.
@@ -49,14 +60,16 @@ pub async fn deploy(
     sha256: &str,
     zip: &[u8],
     manifest: &Manifest,
+    packages: &[String],
 ) -> sqlx::Result<(Function, bool)> {
     sqlx::query(
-        "INSERT INTO code_versions (sha256, zip, size_bytes) VALUES ($1, $2, $3) \
+        "INSERT INTO code_versions (sha256, zip, size_bytes, packages) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (sha256) DO NOTHING",
     )
     .bind(sha256)
     .bind(zip)
     .bind(zip.len() as i64)
+    .bind(packages)
     .execute(&mut **tx)
     .await?;
 
@@ -96,14 +109,14 @@ pub async fn deploy(
 }
 
 pub async fn get(db: impl PgExecutor<'_>, name: &str) -> sqlx::Result<Option<Function>> {
-    sqlx::query_as(select_functions!("WHERE name = $1"))
+    sqlx::query_as(select_functions!("WHERE f.name = $1"))
         .bind(name)
         .fetch_optional(db)
         .await
 }
 
 pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Function>> {
-    sqlx::query_as(select_functions!("ORDER BY name"))
+    sqlx::query_as(select_functions!("ORDER BY f.name"))
         .fetch_all(db)
         .await
 }
@@ -111,22 +124,24 @@ pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Function>> {
 /// Changes a function's scale-out limits; returns the function, or `None`
 /// when there is no such function.
 pub async fn set_limits(
-    db: impl PgExecutor<'_>,
+    db: &mut sqlx::PgConnection,
     name: &str,
     concurrency: Option<i32>,
     max_concurrency: Option<i32>,
 ) -> sqlx::Result<Option<Function>> {
-    sqlx::query_as(concat!(
-        "UPDATE functions SET concurrency = coalesce($2, concurrency), ",
-        "max_concurrency = coalesce($3, max_concurrency), updated_at = now() ",
-        "WHERE name = $1 RETURNING name, version, runtime, handler, memory_mb, timeout_ms, ",
-        "environment, http_methods, concurrency, max_concurrency, created_at, updated_at"
-    ))
+    let updated = sqlx::query(
+        "UPDATE functions SET concurrency = coalesce($2, concurrency), \
+         max_concurrency = coalesce($3, max_concurrency), updated_at = now() WHERE name = $1",
+    )
     .bind(name)
     .bind(concurrency)
     .bind(max_concurrency)
-    .fetch_optional(db)
-    .await
+    .execute(&mut *db)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get(&mut *db, name).await
 }
 
 /// The versions a function has been deployed with, newest first:
