@@ -123,8 +123,8 @@ impl Application {
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(shutdown)
-            .await;
+        .with_graceful_shutdown(shutdown)
+        .await;
         self.state.pool.shutdown().await;
         // Records reach Postgres before the manager stops; if it is away,
         // they wait in the journal for the next start.

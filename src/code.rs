@@ -99,6 +99,8 @@ pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
             Manifest::parse(&text).map_err(CodeError::Manifest)?
         }
     };
+    let mut manifest = manifest;
+    manifest.pick_handler(&files);
     let wanted = manifest.handler_file();
     if !files.contains(&wanted.as_str()) {
         let mut found: Vec<&str> = files.clone();
@@ -115,7 +117,9 @@ pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
         None => None,
         Some(i) => {
             let text = String::from_utf8(read_entry(&mut archive, &names[i], 1024 * 1024)?)
-                .map_err(|_| CodeError::BadEntry("requirements.txt".into(), "not UTF-8 text".into()))?;
+                .map_err(|_| {
+                    CodeError::BadEntry("requirements.txt".into(), "not UTF-8 text".into())
+                })?;
             let meaningful = text
                 .lines()
                 .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -345,6 +349,24 @@ mod tests {
         assert_eq!(
             inspect(&zip).unwrap_err(),
             CodeError::Symlink("link".into())
+        );
+    }
+
+    #[test]
+    fn the_entry_file_picks_the_style() {
+        let zip = zip_of(&[("lambda_function.py", "x")]);
+        assert_eq!(
+            inspect(&zip).unwrap().manifest.handler,
+            "lambda_function.lambda_handler"
+        );
+        let zip = zip_of(&[("lambda_function.py", "x"), ("f.py", "y")]);
+        assert_eq!(inspect(&zip).unwrap().manifest.handler, "f.f");
+        let zip = zip_of(&[("requirements.txt", "# nothing\n\n"), ("f.py", "y")]);
+        assert_eq!(inspect(&zip).unwrap().requirements, None);
+        let zip = zip_of(&[("requirements.txt", "six\n"), ("f.py", "y")]);
+        assert_eq!(
+            inspect(&zip).unwrap().requirements.as_deref(),
+            Some("six\n")
         );
     }
 

@@ -84,6 +84,9 @@ pub struct Manifest {
     pub runtime: Runtime,
     /// `module.function`, e.g. `f.f` (the default) for `def f(event)` in `f.py`.
     pub handler: String,
+    /// Whether `ol.yaml` named the handler (else the entry file decides).
+    #[serde(skip)]
+    pub handler_named: bool,
     pub memory_mb: u32,
     pub timeout_ms: u64,
     pub environment: BTreeMap<String, String>,
@@ -122,6 +125,7 @@ impl Default for Manifest {
         Self {
             runtime: Runtime::Python,
             handler: "f.f".to_string(),
+            handler_named: false,
             memory_mb: 128,
             timeout_ms: 30_000,
             environment: BTreeMap::new(),
@@ -174,6 +178,7 @@ impl Manifest {
         }
         if let Some(handler) = raw.handler {
             m.handler = parse_handler(&handler)?;
+            m.handler_named = true;
         }
         fn checked<T>(r: Result<T, String>) -> Result<T, String> {
             r.map_err(|e| format!("ol.yaml: {e}"))
@@ -231,6 +236,18 @@ impl Manifest {
             m.http_methods = Some(methods);
         }
         Ok(m)
+    }
+
+    /// When `ol.yaml` names no handler, the entry file decides: `f.py`
+    /// (OpenLambda's `f(event)`), else `lambda_function.py` (AWS Lambda's
+    /// `lambda_handler(event, context)`).
+    pub fn pick_handler(&mut self, files: &[&str]) {
+        if self.handler_named || files.contains(&"f.py") {
+            return;
+        }
+        if files.contains(&"lambda_function.py") {
+            self.handler = "lambda_function.lambda_handler".into();
+        }
     }
 
     /// The file the handler's module lives in, e.g. `f.py` for `f.f`.

@@ -81,7 +81,11 @@ impl Installer {
     }
 
     /// Resolves and installs `requirements` (the text of requirements.txt).
-    pub async fn install(&self, function: &str, requirements: &str) -> Result<Resolved, PackageError> {
+    pub async fn install(
+        &self,
+        function: &str,
+        requirements: &str,
+    ) -> Result<Resolved, PackageError> {
         let _one_at_a_time = self.running.lock().await;
         let started = Instant::now();
         let cache = Self::cache_dir(&self.settings.data_dir);
@@ -107,7 +111,11 @@ impl Installer {
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),
             user: Some("0:0".into()),
-            cmd: Some(vec!["python3".into(), "-u".into(), "/opt/openlambda/install.py".into()]),
+            cmd: Some(vec![
+                "python3".into(),
+                "-u".into(),
+                "/opt/openlambda/install.py".into(),
+            ]),
             env: Some(env),
             labels: Some(HashMap::from([
                 (LABEL_INSTANCE.to_string(), self.settings.instance.clone()),
@@ -123,15 +131,24 @@ impl Installer {
             }),
             ..Default::default()
         };
-        let name = format!("ol-build-{function}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let name = format!(
+            "ol-build-{function}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let created = self
             .docker
-            .create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body)
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
             .await
             .context("creating the package builder container")?;
         let result = self.run(&created.id, function).await;
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        let _ = self.docker.remove_container(&created.id, Some(remove)).await;
+        let _ = self
+            .docker
+            .remove_container(&created.id, Some(remove))
+            .await;
         let mut resolved = result?;
         resolved.ms = started.elapsed().as_millis() as u64;
         Ok(resolved)
@@ -173,7 +190,13 @@ impl Installer {
             return Err(PackageError::Requirements(message));
         }
         let ok = matches!(exit, Some(Ok(ref r)) if r.status_code == 0)
-            || matches!(exit, Some(Err(bollard::errors::Error::DockerContainerWaitError { code: 0, .. })));
+            || matches!(
+                exit,
+                Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                    code: 0,
+                    ..
+                }))
+            );
         if !ok {
             return Err(PackageError::Platform(anyhow::anyhow!(
                 "the package builder failed: {}",
@@ -209,11 +232,18 @@ impl Installer {
             Some("done") => {
                 resolved.dirs = event["dirs"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|d| d.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
             }
             Some("error") => {
-                let package = event["package"].as_str().map(|p| format!(" ({p})")).unwrap_or_default();
+                let package = event["package"]
+                    .as_str()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default();
                 let stage = if text("stage") == "resolve" {
                     "could not resolve requirements.txt"
                 } else {

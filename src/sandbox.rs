@@ -295,7 +295,13 @@ impl Sandboxes {
         let limit = self.settings.pool.start_timeout;
         let reply = tokio::time::timeout(
             limit,
-            request(&sandbox.socket(), "POST", "/load", None, spec.to_string().into()),
+            request(
+                &sandbox.socket(),
+                "POST",
+                "/load",
+                None,
+                spec.to_string().into(),
+            ),
         )
         .await
         .map_err(|_| anyhow!("loading the handler took longer than {limit:?}"))?;
@@ -424,12 +430,18 @@ impl Sandboxes {
                     let mut framed = bytes::BytesMut::with_capacity(meta.len() + body.len());
                     framed.extend_from_slice(&meta);
                     framed.extend_from_slice(&body);
-                    request(&socket, "POST", "/invoke", Some(meta.len()), framed.freeze()).await
+                    request(
+                        &socket,
+                        "POST",
+                        "/invoke",
+                        Some(meta.len()),
+                        framed.freeze(),
+                    )
+                    .await
                 }
             }
         };
-        match tokio::time::timeout(timeout, exchange).await
-        {
+        match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(Failure::Timeout(timeout)),
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(self.diagnose(sandbox, e).await),
@@ -671,7 +683,11 @@ pub async fn request(
             !name.as_str().starts_with("x-ol-")
                 && !matches!(
                     name.as_str(),
-                    "content-length" | "connection" | "transfer-encoding" | "server" | "date"
+                    "content-length"
+                        | "connection"
+                        | "transfer-encoding"
+                        | "server"
+                        | "date"
                         | "keep-alive"
                 )
         })

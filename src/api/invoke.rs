@@ -140,7 +140,12 @@ fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> Bytes {
     let headers: Vec<(&str, String)> = http
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let meta = serde_json::json!({
         "method": http.method.as_str(),
@@ -210,7 +215,10 @@ fn respond(result: CallResult, name: &str) -> Response {
                 headers.append(name, value);
             }
             if !headers.contains_key(header::CONTENT_TYPE) {
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
             }
             r
         }

@@ -56,7 +56,8 @@ pub async fn warm(env: &Env, options: &BenchOptions) -> anyhow::Result<Warm> {
         }
         via_manager.push(took);
         let started = Instant::now();
-        let reply = sandbox::request(&socket, "POST", "/invoke", None, Bytes::from_static(b"1")).await?;
+        let reply =
+            sandbox::request(&socket, "POST", "/invoke", None, Bytes::from_static(b"1")).await?;
         if reply.status != 200 {
             bail!("direct call answered {}", reply.status);
         }

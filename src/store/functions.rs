@@ -48,7 +48,10 @@ macro_rules! select_functions {
 impl Function {
     /// Where its packages are inside a container.
     pub fn package_paths(&self) -> Vec<String> {
-        self.packages.iter().map(|p| format!("/packages/{p}")).collect()
+        self.packages
+            .iter()
+            .map(|p| format!("/packages/{p}"))
+            .collect()
     }
 }
 

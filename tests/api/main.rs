@@ -9,4 +9,5 @@ mod helpers;
 mod invoke;
 mod pool;
 mod records;
+mod runtimes;
 mod upload;
