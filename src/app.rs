@@ -1,5 +1,6 @@
 //! Wiring: builds every part from the settings and runs the HTTP server.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,10 +65,18 @@ impl Application {
         let db = store::connect(&settings.database_url).await?;
         let docker = connect_docker().await?;
         let python_image = images::ensure(&docker, &settings.base_image, Runtime::Python).await?;
+        let node_image = images::ensure(&docker, &settings.base_image, Runtime::Node).await?;
         std::fs::create_dir_all(Installer::cache_dir(&settings.data_dir))
             .context("creating the package cache")?;
         let installer = Installer::new(docker.clone(), settings.clone(), python_image.clone());
-        let sandboxes = Sandboxes::new(docker, settings.clone(), python_image);
+        let sandboxes = Sandboxes::new(
+            docker,
+            settings.clone(),
+            HashMap::from([
+                (Runtime::Python.as_str().to_string(), python_image),
+                (Runtime::Node.as_str().to_string(), node_image),
+            ]),
+        );
         sandboxes.ensure_network().await?;
         let left = sandboxes.remove_leftovers().await?;
         if left > 0 {

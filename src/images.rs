@@ -40,9 +40,23 @@ const PYTHON: &[ContextFile] = &[
     },
 ];
 
+const NODE: &[ContextFile] = &[
+    ContextFile {
+        path: "Dockerfile",
+        mode: 0o644,
+        body: include_bytes!("../images/node/Dockerfile"),
+    },
+    ContextFile {
+        path: "server.js",
+        mode: 0o644,
+        body: include_bytes!("../images/node/server.js"),
+    },
+];
+
 fn context_files(runtime: Runtime) -> &'static [ContextFile] {
     match runtime {
         Runtime::Python => PYTHON,
+        Runtime::Node => NODE,
     }
 }
 

@@ -59,20 +59,33 @@ impl fmt::Display for FunctionName {
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Python,
+    Node,
 }
 
 impl Runtime {
     pub fn as_str(&self) -> &'static str {
         match self {
             Runtime::Python => "python",
+            Runtime::Node => "node",
+        }
+    }
+
+    /// Every runtime, for building images.
+    pub const ALL: [Runtime; 2] = [Runtime::Python, Runtime::Node];
+
+    fn extension(&self) -> &'static str {
+        match self {
+            Runtime::Python => "py",
+            Runtime::Node => "js",
         }
     }
 
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw {
             "python" | "python3" => Ok(Runtime::Python),
+            "node" | "nodejs" => Ok(Runtime::Node),
             other => Err(format!(
-                "runtime {other:?} is not supported; use runtime: python"
+                "runtime {other:?} is not supported; use runtime: python or runtime: node"
             )),
         }
     }
@@ -87,6 +100,9 @@ pub struct Manifest {
     /// Whether `ol.yaml` named the handler (else the entry file decides).
     #[serde(skip)]
     pub handler_named: bool,
+    /// Whether `ol.yaml` named the runtime.
+    #[serde(skip)]
+    pub runtime_named: bool,
     pub memory_mb: u32,
     pub timeout_ms: u64,
     pub environment: BTreeMap<String, String>,
@@ -126,6 +142,7 @@ impl Default for Manifest {
             runtime: Runtime::Python,
             handler: "f.f".to_string(),
             handler_named: false,
+            runtime_named: false,
             memory_mb: 128,
             timeout_ms: 30_000,
             environment: BTreeMap::new(),
@@ -175,6 +192,7 @@ impl Manifest {
         let mut m = Manifest::default();
         if let Some(runtime) = raw.runtime {
             m.runtime = Runtime::parse(&runtime).map_err(|e| format!("ol.yaml: {e}"))?;
+            m.runtime_named = true;
         }
         if let Some(handler) = raw.handler {
             m.handler = parse_handler(&handler)?;
@@ -241,7 +259,23 @@ impl Manifest {
     /// When `ol.yaml` names no handler, the entry file decides: `f.py`
     /// (OpenLambda's `f(event)`), else `lambda_function.py` (AWS Lambda's
     /// `lambda_handler(event, context)`).
+    /// `index.js` (or `runtime: node`) means Node's `exports.handler`.
     pub fn pick_handler(&mut self, files: &[&str]) {
+        let node = match (self.runtime_named, self.runtime) {
+            (true, runtime) => runtime == Runtime::Node,
+            (false, _) => {
+                !files.contains(&"f.py")
+                    && !files.contains(&"lambda_function.py")
+                    && files.contains(&"index.js")
+            }
+        };
+        if node {
+            self.runtime = Runtime::Node;
+            if !self.handler_named {
+                self.handler = "index.handler".into();
+            }
+            return;
+        }
         if self.handler_named || files.contains(&"f.py") {
             return;
         }
@@ -250,10 +284,11 @@ impl Manifest {
         }
     }
 
-    /// The file the handler's module lives in, e.g. `f.py` for `f.f`.
+    /// The file the handler's module lives in, e.g. `f.py` for `f.f`,
+    /// `index.js` for Node's `index.handler`.
     pub fn handler_file(&self) -> String {
         let (module, _) = self.handler_parts();
-        format!("{}.py", module.replace('.', "/"))
+        format!("{}.{}", module.replace('.', "/"), self.runtime.extension())
     }
 
     /// (`module`, `function`) of the handler.
@@ -269,7 +304,10 @@ fn parse_handler(raw: &str) -> Result<String, String> {
     let Some((module, function)) = raw.rsplit_once('.') else {
         return Err(format!("ol.yaml: handler {raw:?} names no module; {hint}"));
     };
-    let module = module.strip_suffix(".py").unwrap_or(module);
+    let module = module
+        .strip_suffix(".py")
+        .or_else(|| module.strip_suffix(".js"))
+        .unwrap_or(module);
     let ident = |s: &str| {
         !s.is_empty()
             && !s.starts_with(|c: char| c.is_ascii_digit())
@@ -347,7 +385,10 @@ mod tests {
             ),
             ("concurrency: 5000", "concurrency 5000 is out of range"),
             ("colour: red", "unknown field `colour`"),
-            ("runtime: cobol", "not supported"),
+            (
+                "runtime: cobol",
+                "not supported; use runtime: python or runtime: node",
+            ),
             ("handler: f", "names no module"),
             ("handler: 1x.f", "not valid"),
             ("environment:\n  1X: a", "not valid"),

@@ -99,17 +99,18 @@ pub struct Sandboxes {
     docker: Docker,
     settings: Arc<Settings>,
     root: PathBuf,
-    python_image: String,
+    /// Runtime name -> image tag.
+    images: Arc<HashMap<String, String>>,
 }
 
 impl Sandboxes {
-    pub fn new(docker: Docker, settings: Arc<Settings>, python_image: String) -> Self {
+    pub fn new(docker: Docker, settings: Arc<Settings>, images: HashMap<String, String>) -> Self {
         let root = settings.data_dir.join("sandboxes");
         Self {
             docker,
             settings,
             root,
-            python_image,
+            images: Arc::new(images),
         }
     }
 
@@ -379,10 +380,10 @@ impl Sandboxes {
     }
 
     fn image_for(&self, runtime: &str) -> anyhow::Result<String> {
-        match runtime {
-            "python" => Ok(self.python_image.clone()),
-            other => Err(anyhow!("no image for runtime {other:?}")),
-        }
+        self.images
+            .get(runtime)
+            .cloned()
+            .ok_or_else(|| anyhow!("no image for runtime {runtime:?}"))
     }
 
     /// Waits until the runtime server answers on its socket.

@@ -135,7 +135,8 @@ async fn deploy(
 
     // Packages: resolved and installed before anything of this deploy is
     // stored; a failure stores nothing.
-    let resolved = match &inspected.requirements {
+    let python = inspected.manifest.runtime == crate::manifest::Runtime::Python;
+    let resolved = match inspected.requirements.as_ref().filter(|_| python) {
         None => crate::packages::Resolved::default(),
         Some(requirements) => state
             .installer

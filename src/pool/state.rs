@@ -211,8 +211,9 @@ impl State {
             w.set_phase(&function.name, Phase::Unpausing);
             return Ok(Step::Unpause(w.sandbox.clone()));
         }
-        // 3. A prewarmed generic container of the runtime.
-        let room = f.containers() < f.max_containers();
+        // 3. A prewarmed generic container of the runtime (the pool
+        //    prewarms Python containers).
+        let room = f.containers() < f.max_containers() && function.runtime == "python";
         if let Some(generic_mb) = self
             .prewarmed
             .last()

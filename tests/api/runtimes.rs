@@ -269,3 +269,128 @@ async fn a_missing_package_fails_the_deploy_clearly() {
     assert_eq!(app.count("SELECT count(*) FROM code_versions").await, 0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_handlers_with_vendored_modules() {
+    let app = spawn_app().await;
+    let index = r#"
+const greet = require('greet');
+exports.handler = async (event, context) => {
+  if (event && event.boom) throw new RangeError('too far');
+  if (!event || !event.requestContext) return { greeting: greet(event && event.name), fn: context.functionName };
+  console.log('node saw', event.rawPath);
+  const data = event.isBase64Encoded ? Buffer.from(event.body, 'base64') : Buffer.from(event.body || '');
+  if (event.rawPath === '/binary') {
+    return { statusCode: 200, headers: { 'content-type': 'application/octet-stream' },
+             body: Buffer.from(data).reverse().toString('base64'), isBase64Encoded: true };
+  }
+  return {
+    statusCode: 203,
+    headers: { 'content-type': 'application/json', 'x-runtime': 'node' },
+    cookies: ['n=1', 'm=2'],
+    body: JSON.stringify({ path: event.rawPath, query: event.queryStringParameters, cookies: event.cookies,
+                           custom: event.headers['x-custom'], method: event.requestContext.http.method,
+                           body: data.toString(), remaining: context.getRemainingTimeInMillis() > 0,
+                           greeting: greet('url') }),
+  };
+};
+"#;
+    let deployed = app
+        .deploy_ok(
+            "nodey",
+            &[
+                ("index.js", index),
+                (
+                    "package.json",
+                    r#"{"name": "nodey", "dependencies": {"greet": "1.0.0"}}"#,
+                ),
+                (
+                    "node_modules/greet/package.json",
+                    r#"{"name": "greet", "main": "index.js"}"#,
+                ),
+                (
+                    "node_modules/greet/index.js",
+                    "module.exports = (who) => `hello ${who || 'world'}`;\n",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (deployed["runtime"].as_str(), deployed["handler"].as_str()),
+        (Some("node"), Some("index.handler"))
+    );
+
+    let (status, body) = json(app.run("nodey", r#"{"name": "Ada"}"#).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"greeting": "hello Ada", "fn": "nodey"})
+    );
+
+    let response = app
+        .http
+        .post(app.url("/fn/nodey/a/b?x=1&x=2"))
+        .header("x-custom", "c")
+        .header("cookie", "k=v")
+        .header("content-type", "text/plain")
+        .body("text body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 203);
+    assert_eq!(response.headers()["x-runtime"], "node");
+    assert_eq!(response.headers().get_all("set-cookie").iter().count(), 2);
+    let seen: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(seen["path"], "/a/b");
+    assert_eq!(seen["query"], serde_json::json!({"x": "1,2"}));
+    assert_eq!(seen["cookies"], serde_json::json!(["k=v"]));
+    assert_eq!(
+        (seen["custom"].as_str(), seen["method"].as_str()),
+        (Some("c"), Some("POST"))
+    );
+    assert_eq!(
+        (seen["body"].as_str(), seen["remaining"].as_bool()),
+        (Some("text body"), Some(true))
+    );
+    assert_eq!(seen["greeting"], "hello url", "vendored node_modules load");
+
+    let sent: Vec<u8> = (0..=255u8).collect();
+    let response = app
+        .http
+        .post(app.url("/fn/nodey/binary"))
+        .header("content-type", "application/octet-stream")
+        .body(sent.clone())
+        .send()
+        .await
+        .unwrap();
+    let got = response.bytes().await.unwrap();
+    assert_eq!(got.iter().rev().cloned().collect::<Vec<u8>>(), sent);
+
+    let (status, body) = json(app.run("nodey", r#"{"boom": true}"#).await).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        (
+            body["error"]["type"].as_str(),
+            body["error"]["code"].as_str()
+        ),
+        (Some("RangeError"), Some("handler_error"))
+    );
+
+    app.flush().await;
+    let (_, logs) = json(
+        app.http
+            .get(app.url("/api/v1/functions/nodey/logs"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let all: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["logs"].as_str())
+        .collect();
+    assert!(all.iter().any(|l| l.contains("node saw /a/b")), "{logs}");
+    app.stop().await;
+}
