@@ -34,7 +34,7 @@ enum Command {
         after_help = "Example:\n  DATABASE_URL=postgres://ol:ol@127.0.0.1/ol OL_BASE_IMAGE=openlambda/base:bookworm ol serve"
     )]
     Serve,
-    /// Build the runtime images that are missing, then print their tags.
+    /// Build the runtime images (Python, Node) that are missing, then print their tags.
     #[command(after_help = "Example:\n  OL_BASE_IMAGE=openlambda/base:bookworm ol images")]
     Images,
     /// Measure the pool: warm calls, cold starts, the paper's burst.
@@ -176,11 +176,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "debian:bookworm-slim".into());
             let docker = app::connect_docker().await?;
-            let tags = vec![
-                crate::images::ensure(&docker, &base, crate::manifest::Runtime::Python).await?,
-            ];
-            for tag in tags {
-                println!("{tag}");
+            for runtime in crate::manifest::Runtime::ALL {
+                println!("{}", crate::images::ensure(&docker, &base, runtime).await?);
             }
             Ok(())
         }
