@@ -33,7 +33,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::PoolSettings;
 use crate::sandbox::{Failure, Sandbox, Sandboxes};
 use crate::store::functions::Function;
-use state::{Grant, State};
+use state::{Grant, Leave, State};
 
 /// Why no container could be had for a call.
 #[derive(Debug, thiserror::Error)]
@@ -213,23 +213,46 @@ impl Pool {
                     }
                 }
                 Step::Wait { ticket, mut grant } => {
-                    let granted = match tokio::time::timeout_at(deadline.into(), &mut grant).await {
-                        Ok(granted) => granted.ok(),
-                        Err(_) => {
-                            // Deadline: leave the queue, unless a grant was
-                            // sent meanwhile (then take it).
-                            let left = inner
-                                .state
-                                .lock()
-                                .unwrap()
-                                .leave_queue(&function.name, ticket);
-                            if left {
+                    let mut until = deadline;
+                    let granted = loop {
+                        if let Ok(granted) = tokio::time::timeout_at(until.into(), &mut grant).await
+                        {
+                            break granted.ok();
+                        }
+                        // Deadline: leave the queue, unless a grant was sent
+                        // meanwhile (take it), or a container is being
+                        // started for this very call (a slow start is not a
+                        // full pool: wait for it, up to the start timeout).
+                        let left = inner
+                            .state
+                            .lock()
+                            .unwrap()
+                            .leave_queue(&function.name, ticket);
+                        match left {
+                            Leave::Left => {
+                                return Err(AcquireError::Throttled {
+                                    limit: function.max_concurrency as usize,
+                                    waited: queued.elapsed(),
+                                })
+                            }
+                            Leave::Granted => break grant.try_recv().ok(),
+                            Leave::Starting if until == deadline => {
+                                until = Instant::now() + inner.settings.start_timeout;
+                            }
+                            Leave::Starting => {
+                                let left = inner
+                                    .state
+                                    .lock()
+                                    .unwrap()
+                                    .leave_queue_now(&function.name, ticket);
+                                if !left {
+                                    break grant.try_recv().ok();
+                                }
                                 return Err(AcquireError::Throttled {
                                     limit: function.max_concurrency as usize,
                                     waited: queued.elapsed(),
                                 });
                             }
-                            grant.try_recv().ok()
                         }
                     };
                     match granted {

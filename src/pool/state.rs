@@ -29,6 +29,16 @@ pub(crate) enum Grant {
     Failed(Failure),
 }
 
+/// What a call whose queue deadline passed does.
+pub(crate) enum Leave {
+    /// It left the line: throttled.
+    Left,
+    /// A grant was sent to it meanwhile: take it.
+    Granted,
+    /// A container being started is owed to it: wait for that.
+    Starting,
+}
+
 /// Why a call is refused without waiting.
 pub(crate) enum Refusal {
     QueueFull,
@@ -377,9 +387,26 @@ impl State {
         self.used_mb -= function.memory_mb.max(0) as u64;
     }
 
-    /// A call gave up waiting. False when it was no longer in line (a grant
-    /// is on its way and must be taken).
-    pub fn leave_queue(&mut self, function: &str, ticket: u64) -> bool {
+    /// A call's queue deadline passed. It leaves the line, unless a grant
+    /// was sent meanwhile or a container being started is owed to it (its
+    /// place in line is within what the starting containers will serve).
+    pub fn leave_queue(&mut self, function: &str, ticket: u64) -> Leave {
+        let Some(f) = self.functions.get_mut(function) else {
+            return Leave::Left;
+        };
+        let Some(i) = f.waiters.iter().position(|w| w.ticket == ticket) else {
+            return Leave::Granted;
+        };
+        let coming = (f.starting + f.specialising) * f.concurrency() as usize;
+        if i < coming {
+            return Leave::Starting;
+        }
+        f.waiters.remove(i);
+        Leave::Left
+    }
+
+    /// Leaves the line whatever comes. False when a grant is on its way.
+    pub fn leave_queue_now(&mut self, function: &str, ticket: u64) -> bool {
         let Some(f) = self.functions.get_mut(function) else {
             return true;
         };
@@ -907,6 +934,28 @@ mod tests {
             "now counted at the function's size"
         );
         assert_eq!(state.status().prewarmed, 0);
+    }
+
+    #[test]
+    fn a_call_waiting_for_its_own_start_is_not_throttled() {
+        let mut state = State::new(10_000);
+        let f = function("a", 128, 1, 1);
+        let _first = wait(state.choose(&f, Path::new("/c"), &settings(10)));
+        assert_eq!(state.take_starts().len(), 1);
+        let _second = wait(state.choose(&f, Path::new("/c"), &settings(10)));
+        let tickets: Vec<u64> = state.functions["a"]
+            .waiters
+            .iter()
+            .map(|w| w.ticket)
+            .collect();
+        // The first is owed the starting container; the second waits on a full pool.
+        assert!(matches!(
+            state.leave_queue("a", tickets[0]),
+            Leave::Starting
+        ));
+        assert!(matches!(state.leave_queue("a", tickets[1]), Leave::Left));
+        assert!(state.leave_queue_now("a", tickets[0]));
+        assert!(state.functions["a"].waiters.is_empty());
     }
 
     #[test]
