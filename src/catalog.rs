@@ -1,12 +1,15 @@
 //! Function metadata for the call path: an in-memory cache over Postgres.
 //!
 //! Postgres is the source of truth; this cache only saves a round trip per
-//! call. A deploy or delete on this node invalidates the entry. The code
-//! itself is unpacked on first use when this node has not seen the version.
+//! call. A deploy or delete on this node invalidates the entry at once;
+//! entries also expire after [`FRESH_FOR`], so another node's deploy is seen
+//! within that time. The code itself is unpacked on first use when this node
+//! has not seen the version.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -18,9 +21,16 @@ use crate::store::functions::{self, Function};
 pub struct Catalog {
     db: PgPool,
     code: CodeStore,
-    /// Cached functions by name; a miss reads Postgres.
-    cache: Arc<Mutex<HashMap<String, Arc<Function>>>>,
+    /// Cached functions by name, with when they were read; a miss or a
+    /// stale entry reads Postgres.
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
 }
+
+/// A function and when it was read from Postgres.
+type Cached = (Instant, Arc<Function>);
+
+/// How long a cached function is trusted without asking Postgres.
+const FRESH_FOR: Duration = Duration::from_secs(2);
 
 impl Catalog {
     pub fn new(db: PgPool, code: CodeStore) -> Self {
@@ -32,17 +42,20 @@ impl Catalog {
     }
 
     pub async fn get(&self, name: &str) -> sqlx::Result<Option<Arc<Function>>> {
-        if let Some(f) = self.cache.lock().unwrap().get(name) {
-            return Ok(Some(f.clone()));
+        if let Some((read, f)) = self.cache.lock().unwrap().get(name) {
+            if read.elapsed() < FRESH_FOR {
+                return Ok(Some(f.clone()));
+            }
         }
         let Some(function) = functions::get(&self.db, name).await? else {
+            self.invalidate(name);
             return Ok(None);
         };
         let function = Arc::new(function);
         self.cache
             .lock()
             .unwrap()
-            .insert(name.to_string(), function.clone());
+            .insert(name.to_string(), (Instant::now(), function.clone()));
         Ok(Some(function))
     }
 

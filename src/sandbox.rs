@@ -464,29 +464,39 @@ impl Sandboxes {
 
     /// `Some(reason)` when the container is no longer running.
     async fn stopped(&self, sandbox: &Sandbox) -> Option<Failure> {
-        let inspected = match self
-            .docker
-            .inspect_container(
-                &sandbox.container_id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return Some(Failure::Crashed(format!("container is gone ({e})"))),
-        };
-        let state = inspected.state.unwrap_or_default();
-        if state.oom_killed == Some(true) {
-            return Some(Failure::OutOfMemory(sandbox.memory_mb));
+        let mut checks = 0;
+        loop {
+            let state = match self
+                .docker
+                .inspect_container(
+                    &sandbox.container_id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+            {
+                Ok(c) => c.state.unwrap_or_default(),
+                Err(e) => return Some(Failure::Crashed(format!("container is gone ({e})"))),
+            };
+            if state.oom_killed == Some(true) {
+                return Some(Failure::OutOfMemory(sandbox.memory_mb));
+            }
+            if state.running == Some(true) {
+                return None;
+            }
+            let code = state.exit_code.unwrap_or(-1);
+            // Killed (SIGKILL): the engine may learn of an OOM kill only
+            // after the exit, so look again for a moment before calling it
+            // a crash.
+            if code == 137 && checks < 10 {
+                checks += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let logs = self.logs_tail(sandbox).await;
+            return Some(Failure::Crashed(format!(
+                "exit code {code}; last output: {logs}"
+            )));
         }
-        if state.running == Some(true) {
-            return None;
-        }
-        let code = state.exit_code.unwrap_or(-1);
-        let logs = self.logs_tail(sandbox).await;
-        Some(Failure::Crashed(format!(
-            "exit code {code}; last output: {logs}"
-        )))
     }
 
     async fn logs_tail(&self, sandbox: &Sandbox) -> String {

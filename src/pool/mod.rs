@@ -364,8 +364,18 @@ impl Inner {
             let inner = self.clone();
             tokio::spawn(async move {
                 tracing::debug!(function = %function.name, "creating a container");
-                let started = inner.sandboxes.start(&function, &code).await;
+                let mut started = inner.sandboxes.start(&function, &code).await;
                 let closed = inner.closed.load(Ordering::Acquire);
+                if closed {
+                    // Shutting down: remove it before the pool stops
+                    // counting it as being created.
+                    if let Ok((sandbox, _)) = &started {
+                        inner.sandboxes.remove(sandbox).await;
+                    }
+                    started = Err(Failure::Platform(anyhow::anyhow!(
+                        "the manager is shutting down"
+                    )));
+                }
                 let retired = {
                     let mut state = inner.state.lock().unwrap();
                     state.started(&function, started, closed, inner.settings.pause_grace);

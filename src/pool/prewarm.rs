@@ -48,6 +48,17 @@ async fn create_one(inner: Arc<Inner>) {
                 }
             };
             let closed = inner.closed.load(Ordering::Acquire);
+            if closed {
+                // Shutting down: remove it before it stops counting as
+                // being created, so the shutdown sees it gone.
+                inner.sandboxes.remove(&sandbox).await;
+                inner
+                    .state
+                    .lock()
+                    .unwrap()
+                    .prewarm_failed(memory.max(0) as u64);
+                return;
+            }
             let retired = {
                 let mut state = inner.state.lock().unwrap();
                 state.prewarmed(sandbox, paused, closed);

@@ -249,8 +249,15 @@ def f(event):
         forked += 1
     return {"forked": forked, "refused": refused}
 "#;
-    app.deploy_ok("bomb", &[("f.py", bomb), ("ol.yaml", "timeout_s: 20\n")])
-        .await;
+    // Memory to spare, so that the pids limit is what stops it.
+    app.deploy_ok(
+        "bomb",
+        &[
+            ("f.py", bomb),
+            ("ol.yaml", "timeout_s: 20\nmemory_mb: 1024\n"),
+        ],
+    )
+    .await;
     app.deploy_ok("bystander", &[("f.py", ECHO)]).await;
     let (status, body) = json(app.run("bomb", "").await).await;
     assert_eq!(status, 200, "{body}");
