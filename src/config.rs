@@ -56,6 +56,8 @@ pub struct PoolSettings {
     pub memory_mb: u64,
     /// Generic containers per runtime kept started and paused.
     pub prewarm: usize,
+    /// The runtimes that are prewarmed.
+    pub prewarm_runtimes: Vec<String>,
     /// Memory limit of a prewarmed container until it is specialised.
     pub prewarm_memory_mb: i32,
     /// Calls that may wait for one function's containers; more get 429 at once.
@@ -132,6 +134,17 @@ impl Settings {
                 tmpfs_mb: number(&get, "OL_POOL_TMPFS_MB", 64)?,
                 memory_mb: number(&get, "OL_POOL_MEMORY_MB", default_memory_budget_mb())?,
                 prewarm: number(&get, "OL_POOL_PREWARM", 2)?,
+                prewarm_runtimes: parsed("OL_POOL_PREWARM_RUNTIMES")?
+                    .unwrap_or_else(|| "python,node".into())
+                    .split(',')
+                    .map(|r| r.trim())
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        crate::manifest::Runtime::parse(r)
+                            .map(|r| r.as_str().to_string())
+                            .map_err(|e| anyhow::anyhow!("OL_POOL_PREWARM_RUNTIMES: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
                 prewarm_memory_mb: number(&get, "OL_POOL_PREWARM_MEMORY_MB", 128)?,
                 queue_length: number(&get, "OL_POOL_QUEUE_LENGTH", 1000)?,
             },
@@ -223,6 +236,7 @@ mod tests {
         assert_eq!(s.billing, BillingSettings::default());
         assert!(s.admin_token.is_none());
         assert_eq!(s.pool.prewarm, 2);
+        assert_eq!(s.pool.prewarm_runtimes, ["python", "node"]);
         assert!(s.pool.memory_mb > 0);
     }
 

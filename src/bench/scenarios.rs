@@ -87,7 +87,12 @@ pub async fn cold(env: &Env, options: &BenchOptions) -> anyhow::Result<Cold> {
     let mut series = Vec::new();
     for (label, prewarm) in [("cold-prewarm", 2), ("cold-none", 0)] {
         progress(format!("{label}: starting a manager (prewarm {prewarm})"));
-        let m = env.manager(label, |s| s.pool.prewarm = prewarm).await?;
+        let m = env
+            .manager(label, |s| {
+                s.pool.prewarm = prewarm;
+                s.pool.prewarm_runtimes = vec!["python".into()];
+            })
+            .await?;
         let mut samples = Vec::new();
         for i in 0..n {
             let name = format!("cold-{i}");
@@ -97,7 +102,7 @@ pub async fn cold(env: &Env, options: &BenchOptions) -> anyhow::Result<Cold> {
                 && !m
                     .state
                     .pool
-                    .wait_prewarmed(1, Duration::from_secs(60))
+                    .wait_prewarmed("python", 1, Duration::from_secs(60))
                     .await
             {
                 bail!("{label}: the pool did not refill within 60 s");
@@ -179,12 +184,17 @@ pub async fn burst(env: &Env, options: &BenchOptions) -> anyhow::Result<Burst> {
     progress(format!(
         "burst: starting a manager with {clients} prewarmed containers"
     ));
-    let m = env.manager("burst", |s| s.pool.prewarm = clients).await?;
+    let m = env
+        .manager("burst", |s| {
+            s.pool.prewarm = clients;
+            s.pool.prewarm_runtimes = vec!["python".into()];
+        })
+        .await?;
     let started = Instant::now();
     while !m
         .state
         .pool
-        .wait_prewarmed(clients, Duration::from_secs(5))
+        .wait_prewarmed("python", clients, Duration::from_secs(5))
         .await
     {
         let status = m.state.pool.status();

@@ -4,7 +4,7 @@
 //! 1. a running container of the function with a free slot (most recently
 //!    used first; a container serves `concurrency` calls at once);
 //! 2. a paused one, unpaused now;
-//! 3. a prewarmed generic container of the runtime, specialised now (unpause,
+//! 3. a prewarmed generic container of its runtime, specialised now (unpause,
 //!    memory limit, load the code): no `docker create`/`start` on the path;
 //! 4. otherwise it joins the function's FIFO queue, and a new container is
 //!    started for it while the function is below `max_concurrency` and the
@@ -285,11 +285,12 @@ impl Pool {
         self.inner.state.lock().unwrap().status()
     }
 
-    /// Waits until `n` prewarmed containers are ready (benchmarks, tests).
-    pub async fn wait_prewarmed(&self, n: usize, limit: Duration) -> bool {
+    /// Waits until `n` prewarmed `runtime` containers are ready
+    /// (benchmarks, tests).
+    pub async fn wait_prewarmed(&self, runtime: &str, n: usize, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if self.status().prewarmed >= n {
+            if self.inner.state.lock().unwrap().prewarmed_count(runtime) >= n {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,5 +1,5 @@
-//! Prewarming: keeps `OL_POOL_PREWARM` generic containers per runtime
-//! created, started (runtime server up) and paused, so that a function's
+//! Prewarming: keeps `OL_POOL_PREWARM` generic containers of each runtime in
+//! `OL_POOL_PREWARM_RUNTIMES` created, started (runtime server up) and paused, so that a function's
 //! first call is a specialisation (unpause, load) rather than a
 //! `docker create`/`start`. Refills in the background as they are taken.
 
@@ -21,22 +21,25 @@ pub(super) async fn fill(pool: Weak<Inner>) {
         }
         let settings = &inner.settings;
         let memory = settings.prewarm_memory_mb.max(0) as u64;
-        let n = inner
-            .state
-            .lock()
-            .unwrap()
-            .want_prewarm(settings.prewarm, memory, IN_PARALLEL);
-        for _ in 0..n {
-            tokio::spawn(create_one(inner.clone()));
+        for runtime in &settings.prewarm_runtimes {
+            let n = inner.state.lock().unwrap().want_prewarm(
+                runtime,
+                settings.prewarm,
+                memory,
+                IN_PARALLEL,
+            );
+            for _ in 0..n {
+                tokio::spawn(create_one(inner.clone(), runtime.clone()));
+            }
         }
         // Woken when one is taken or made; the tick covers freed memory.
         let _ = tokio::time::timeout(Duration::from_secs(1), inner.refill.notified()).await;
     }
 }
 
-async fn create_one(inner: Arc<Inner>) {
+async fn create_one(inner: Arc<Inner>, runtime: String) {
     let memory = inner.settings.prewarm_memory_mb;
-    let created = inner.sandboxes.create("python", memory, None).await;
+    let created = inner.sandboxes.create(&runtime, memory, None).await;
     match created {
         Ok(sandbox) => {
             let sandbox = Arc::new(sandbox);
@@ -56,23 +59,22 @@ async fn create_one(inner: Arc<Inner>) {
                     .state
                     .lock()
                     .unwrap()
-                    .prewarm_failed(memory.max(0) as u64);
+                    .prewarm_failed(&runtime, memory.max(0) as u64);
                 return;
             }
-            let retired = {
-                let mut state = inner.state.lock().unwrap();
-                state.prewarmed(sandbox, paused, closed);
-                state.take_retired()
-            };
-            inner.remove_all(retired);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not prewarm a container");
             inner
                 .state
                 .lock()
                 .unwrap()
-                .prewarm_failed(memory.max(0) as u64);
+                .prewarmed(&runtime, sandbox, paused);
+        }
+        Err(e) => {
+            tracing::warn!(runtime, error = %e, "could not prewarm a container");
+            inner
+                .state
+                .lock()
+                .unwrap()
+                .prewarm_failed(&runtime, memory.max(0) as u64);
             // Do not spin on a broken engine.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -52,6 +52,8 @@ struct Waiter {
 
 /// A generic container, started and (normally) paused, with no code yet.
 struct Prewarmed {
+    /// The runtime it runs (`python`, `node`).
+    runtime: String,
     sandbox: Arc<Sandbox>,
     paused: bool,
     since: Instant,
@@ -116,8 +118,8 @@ impl FunctionState {
 pub(crate) struct State {
     functions: HashMap<String, FunctionState>,
     prewarmed: Vec<Prewarmed>,
-    /// Generic containers being created.
-    prewarming: usize,
+    /// Generic containers being created, by runtime.
+    prewarming: HashMap<String, usize>,
     /// Memory of every container counted by its limit (creating ones too), MB.
     used_mb: u64,
     budget_mb: u64,
@@ -133,7 +135,7 @@ impl State {
         Self {
             functions: HashMap::new(),
             prewarmed: Vec::new(),
-            prewarming: 0,
+            prewarming: HashMap::new(),
             used_mb: 0,
             budget_mb,
             next_ticket: 0,
@@ -221,19 +223,19 @@ impl State {
             w.set_phase(&function.name, Phase::Unpausing);
             return Ok(Step::Unpause(w.sandbox.clone()));
         }
-        // 3. A prewarmed generic container of the runtime (the pool
-        //    prewarms Python containers).
-        let room = f.containers() < f.max_containers() && function.runtime == "python";
-        if let Some(generic_mb) = self
+        // 3. A prewarmed generic container of the function's runtime.
+        let room = f.containers() < f.max_containers();
+        let warm = self
             .prewarmed
-            .last()
-            .filter(|_| room)
-            .map(|p| p.sandbox.memory_mb.max(0) as u64)
-        {
+            .iter()
+            .rposition(|p| p.runtime == function.runtime)
+            .filter(|_| room);
+        if let Some(i) = warm {
+            let generic_mb = self.prewarmed[i].sandbox.memory_mb.max(0) as u64;
             // Its memory is counted already; count the difference.
             if self.reserve(needed.saturating_sub(generic_mb)) {
                 self.used_mb -= generic_mb.saturating_sub(needed);
-                let warm = self.prewarmed.pop().expect("checked above");
+                let warm = self.prewarmed.remove(i);
                 self.functions
                     .get_mut(&function.name)
                     .expect("entry made above")
@@ -594,32 +596,41 @@ impl State {
 
     // Prewarming.
 
-    /// How many generic containers to create now to reach `target`; their
-    /// memory is reserved (never by evicting anything).
-    pub fn want_prewarm(&mut self, target: usize, memory_mb: u64, in_parallel: usize) -> usize {
-        let have = self.prewarmed.len() + self.prewarming;
+    /// How many generic `runtime` containers to create now to reach
+    /// `target`; their memory is reserved (never by evicting anything).
+    pub fn want_prewarm(
+        &mut self,
+        runtime: &str,
+        target: usize,
+        memory_mb: u64,
+        in_parallel: usize,
+    ) -> usize {
+        let ready = self
+            .prewarmed
+            .iter()
+            .filter(|p| p.runtime == runtime)
+            .count();
         let mut n = 0;
-        while have + n < target
-            && self.prewarming < in_parallel
-            && self.used_mb + memory_mb <= self.budget_mb
-        {
+        loop {
+            let creating = self.prewarming.get(runtime).copied().unwrap_or(0);
+            if ready + creating >= target
+                || self.prewarming.values().sum::<usize>() >= in_parallel
+                || self.used_mb + memory_mb > self.budget_mb
+            {
+                return n;
+            }
             self.used_mb += memory_mb;
-            self.prewarming += 1;
+            *self.prewarming.entry(runtime.to_string()).or_default() += 1;
             n += 1;
         }
-        n
     }
 
     /// A generic container is ready: queued calls are told to look again.
-    pub fn prewarmed(&mut self, sandbox: Arc<Sandbox>, paused: bool, closed: bool) {
-        self.prewarming -= 1;
-        if closed {
-            self.used_mb -= sandbox.memory_mb.max(0) as u64;
-            self.retired.push(sandbox);
-            return;
-        }
-        tracing::debug!(sandbox = %sandbox.id, paused, "creating -> prewarmed");
+    pub fn prewarmed(&mut self, runtime: &str, sandbox: Arc<Sandbox>, paused: bool) {
+        self.prewarm_done(runtime);
+        tracing::debug!(runtime, sandbox = %sandbox.id, paused, "creating -> prewarmed");
         self.prewarmed.push(Prewarmed {
+            runtime: runtime.to_string(),
             sandbox,
             paused,
             since: Instant::now(),
@@ -632,9 +643,23 @@ impl State {
         }
     }
 
-    pub fn prewarm_failed(&mut self, memory_mb: u64) {
-        self.prewarming -= 1;
+    pub fn prewarm_failed(&mut self, runtime: &str, memory_mb: u64) {
+        self.prewarm_done(runtime);
         self.used_mb -= memory_mb;
+    }
+
+    fn prewarm_done(&mut self, runtime: &str) {
+        if let Some(n) = self.prewarming.get_mut(runtime) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Prewarmed containers of `runtime` ready now.
+    pub fn prewarmed_count(&self, runtime: &str) -> usize {
+        self.prewarmed
+            .iter()
+            .filter(|p| p.runtime == runtime)
+            .count()
     }
 
     // Views.
@@ -656,7 +681,7 @@ impl State {
     pub fn status(&self) -> PoolStatus {
         let mut s = PoolStatus {
             prewarmed: self.prewarmed.len(),
-            prewarming: self.prewarming,
+            prewarming: self.prewarming.values().sum(),
             used_mb: self.used_mb,
             budget_mb: self.budget_mb,
             ..PoolStatus::default()
@@ -693,7 +718,7 @@ impl State {
 
     /// Containers being created or specialised right now.
     pub fn creating(&self) -> usize {
-        self.prewarming
+        self.prewarming.values().sum::<usize>()
             + self
                 .functions
                 .values()
@@ -909,31 +934,44 @@ mod tests {
     }
 
     #[test]
-    fn prewarmed_container_is_taken_before_starting_one() {
+    fn prewarmed_container_of_the_runtime_is_taken_before_starting_one() {
         let mut state = State::new(10_000);
         let f = function("a", 256, 1, 5);
-        assert_eq!(state.want_prewarm(1, 128, 4), 1);
-        let generic = Sandbox {
+        assert_eq!(state.want_prewarm("python", 1, 128, 4), 1);
+        assert_eq!(
+            state.want_prewarm("python", 1, 128, 4),
+            0,
+            "one is on its way"
+        );
+        assert_eq!(state.want_prewarm("node", 1, 128, 4), 1);
+        let generic = |id: &str| Sandbox {
             function: String::new(),
             version: String::new(),
             memory_mb: 128,
-            ..sandbox("g1", &f)
+            ..sandbox(id, &f)
         };
-        state.prewarmed(Arc::new(generic), true, false);
-        assert_eq!(state.status().used_mb, 128);
+        state.prewarmed("python", Arc::new(generic("py")), true);
+        state.prewarmed("node", Arc::new(generic("js")), true);
+        assert_eq!(state.status().used_mb, 256);
         match state.choose(&f, Path::new("/c"), &settings(10)) {
             Ok(Step::Specialise { generic, paused }) => {
-                assert_eq!(generic.id, "g1");
+                assert_eq!(generic.id, "py", "a Python function takes the Python one");
                 assert!(paused);
             }
             _ => panic!("expected the prewarmed container"),
         }
         assert_eq!(
             state.status().used_mb,
-            256,
+            384,
             "now counted at the function's size"
         );
-        assert_eq!(state.status().prewarmed, 0);
+        assert_eq!(
+            (
+                state.prewarmed_count("python"),
+                state.prewarmed_count("node")
+            ),
+            (0, 1)
+        );
     }
 
     #[test]

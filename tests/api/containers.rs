@@ -166,10 +166,19 @@ async fn graceful_stop_removes_containers_and_sandboxes() {
     app.deploy_ok("b", &[("f.py", ECHO)]).await;
     assert_eq!(app.run("a", "1").await.status(), 200);
     assert_eq!(app.run("b", "1").await.status(), 200);
-    assert!(app.pool.wait_prewarmed(1, Duration::from_secs(60)).await);
     assert!(
-        app.all_containers().await.len() >= 3,
-        "two functions' and a prewarmed one"
+        app.pool
+            .wait_prewarmed("python", 1, Duration::from_secs(60))
+            .await
+    );
+    assert!(
+        app.pool
+            .wait_prewarmed("node", 1, Duration::from_secs(60))
+            .await
+    );
+    assert!(
+        app.all_containers().await.len() >= 4,
+        "two functions' and prewarmed ones"
     );
     let docker = app.docker.clone();
     let instance = app.settings.instance.clone();

@@ -169,17 +169,21 @@ async fn short_memory_budget_evicts_least_recently_used_paused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_call_takes_a_prewarmed_container() {
     let app = spawn_app_with(|s| s.pool.prewarm = 2).await;
-    assert!(
-        app.pool.wait_prewarmed(2, Duration::from_secs(60)).await,
-        "pool fills"
-    );
+    for runtime in ["python", "node"] {
+        assert!(
+            app.pool
+                .wait_prewarmed(runtime, 2, Duration::from_secs(60))
+                .await,
+            "{runtime} fills"
+        );
+    }
     let before: HashSet<_> = app
         .all_containers()
         .await
         .into_iter()
         .filter_map(|c| c.id)
         .collect();
-    assert_eq!(before.len(), 2);
+    assert_eq!(before.len(), 4, "two per runtime");
 
     app.deploy_ok(
         "quick",
@@ -221,11 +225,24 @@ async fn first_call_takes_a_prewarmed_container() {
         "memory set to the function's"
     );
     assert!(
-        eventually(Duration::from_secs(60), || async {
-            app.pool.status().prewarmed == 2
-        })
-        .await,
+        app.pool
+            .wait_prewarmed("python", 2, Duration::from_secs(60))
+            .await,
         "the pool refills"
+    );
+
+    // A Node function's first call takes a Node container the same way.
+    app.deploy_ok(
+        "quick-js",
+        &[("index.js", "exports.handler = async () => 'js';\n")],
+    )
+    .await;
+    let (status, body) = json(app.run("quick-js", "").await).await;
+    assert_eq!((status, body.as_str()), (200, Some("js")));
+    let serving = app.pool.containers("quick-js");
+    assert!(
+        before.contains(&serving[0].container_id),
+        "a prewarmed Node container served it"
     );
     app.stop().await;
 }
