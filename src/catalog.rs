@@ -6,7 +6,7 @@
 //! within that time. The code itself is unpacked on first use when this node
 //! has not seen the version.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ pub struct Catalog {
     /// Cached functions by name, with when they were read; a miss or a
     /// stale entry reads Postgres.
     cache: Arc<Mutex<HashMap<String, Cached>>>,
+    /// Code versions known to be unpacked on this node.
+    unpacked: Arc<Mutex<HashSet<String>>>,
 }
 
 /// A function and when it was read from Postgres.
@@ -38,6 +40,7 @@ impl Catalog {
             db,
             code,
             cache: Arc::default(),
+            unpacked: Arc::default(),
         }
     }
 
@@ -67,7 +70,15 @@ impl Catalog {
     /// in Postgres when this node does not have it yet.
     pub async fn code_dir(&self, function: &Function) -> anyhow::Result<PathBuf> {
         let dir = self.code.path(&function.version);
+        // Known to be on disk: no file system call on the way of a call.
+        if self.unpacked.lock().unwrap().contains(&function.version) {
+            return Ok(dir);
+        }
         if dir.is_dir() {
+            self.unpacked
+                .lock()
+                .unwrap()
+                .insert(function.version.clone());
             return Ok(dir);
         }
         let zip = functions::code_zip(&self.db, &function.version)
@@ -85,6 +96,10 @@ impl Catalog {
             Ok(())
         })
         .await??;
+        self.unpacked
+            .lock()
+            .unwrap()
+            .insert(function.version.clone());
         Ok(dir)
     }
 }

@@ -114,10 +114,6 @@ impl Sandboxes {
         }
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
-    }
-
     /// Creates the function network if missing: a bridge without traffic
     /// between containers (functions cannot reach each other).
     pub async fn ensure_network(&self) -> anyhow::Result<()> {

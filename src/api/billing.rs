@@ -108,8 +108,50 @@ pub fn range(query: &ReportQuery) -> Result<(NaiveDate, NaiveDate), ApiError> {
     Ok((from, to))
 }
 
-pub async fn report(state: &AppState, query: &ReportQuery) -> Result<Report, ApiError> {
+/// Exact usage per function (and per UTC day, with `by_day`), the range
+/// it covers, in the order function, day.
+pub struct UsageRows {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub rows: Vec<(String, Option<NaiveDate>, Usage)>,
+}
+
+pub async fn usage(
+    state: &AppState,
+    query: &ReportQuery,
+    by_day: bool,
+) -> Result<UsageRows, ApiError> {
     let (from, to) = range(query)?;
+    let function = query.function.as_deref().filter(|f| !f.is_empty());
+    let rows =
+        invocations::usage(&state.db, midnight(from), midnight(to), function, by_day).await?;
+    Ok(UsageRows { from, to, rows })
+}
+
+/// The report of `usage`; money is derived from the exact sums.
+pub fn report_of(usage: UsageRows, prices: &BillingSettings) -> Report {
+    let total = usage
+        .rows
+        .iter()
+        .fold(Usage::default(), |acc, (_, _, u)| acc + *u);
+    Report {
+        from: usage.from,
+        to: usage.to,
+        currency: "USD",
+        functions: usage
+            .rows
+            .into_iter()
+            .map(|(name, day, usage)| Line {
+                name,
+                day,
+                figures: Figures::of(usage, prices),
+            })
+            .collect(),
+        total: Figures::of(total, prices),
+    }
+}
+
+pub async fn report(state: &AppState, query: &ReportQuery) -> Result<Report, ApiError> {
     let by_day = match query.group.as_deref() {
         None | Some("") | Some("function") => false,
         Some("day") => true,
@@ -120,27 +162,8 @@ pub async fn report(state: &AppState, query: &ReportQuery) -> Result<Report, Api
             ))
         }
     };
-    let function = query.function.as_deref().filter(|f| !f.is_empty());
-    let prices = &state.settings.billing;
-    let rows =
-        invocations::usage(&state.db, midnight(from), midnight(to), function, by_day).await?;
-    let total = rows
-        .iter()
-        .fold(Usage::default(), |acc, (_, _, u)| acc + *u);
-    Ok(Report {
-        from,
-        to,
-        currency: "USD",
-        functions: rows
-            .into_iter()
-            .map(|(name, day, usage)| Line {
-                name,
-                day,
-                figures: Figures::of(usage, prices),
-            })
-            .collect(),
-        total: Figures::of(total, prices),
-    })
+    let usage = usage(state, query, by_day).await?;
+    Ok(report_of(usage, &state.settings.billing))
 }
 
 async fn report_api(

@@ -292,13 +292,23 @@ async fn set_limits(
 
 #[derive(Deserialize)]
 struct RecentQuery {
-    limit: Option<i64>,
+    limit: Option<String>,
     /// Only calls that started before this (RFC 3339): the next page.
     before: Option<String>,
 }
 
-fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(20);
+/// `limit=N`, 1 to 1000 (default 20). Taken as text, so that a bad value
+/// gets the API's JSON error rather than the extractor's.
+fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    let limit = match raw.filter(|l| !l.is_empty()) {
+        None => 20,
+        Some(raw) => raw.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_limit",
+                format!("limit={raw:?} is not a number; use 1 to 1000"),
+            )
+        })?,
+    };
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(
             "invalid_limit",
@@ -314,7 +324,7 @@ async fn recent_invocations(
     Query(query): Query<RecentQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
-    let limit = parse_limit(query.limit)?;
+    let limit = parse_limit(query.limit.as_deref())?;
     let before = match query.before.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(
@@ -344,7 +354,7 @@ async fn recent_invocations(
 #[derive(Deserialize)]
 struct LogsQuery {
     request_id: Option<String>,
-    limit: Option<i64>,
+    limit: Option<String>,
 }
 
 /// What calls printed, newest first: `{"logs": [{request_id, started_at, status, logs}]}`.
@@ -354,7 +364,7 @@ async fn call_logs(
     Query(query): Query<LogsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
-    let limit = parse_limit(query.limit)?;
+    let limit = parse_limit(query.limit.as_deref())?;
     let request_id = match query.request_id.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(uuid::Uuid::parse_str(raw).map_err(|_| {

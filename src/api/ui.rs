@@ -11,8 +11,9 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{Days, NaiveDate};
 
-use super::billing::{report, ReportQuery};
+use super::billing::{report_of, usage, ReportQuery, UsageRows};
 use crate::app::AppState;
+use crate::meter::Usage;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/billing", get(billing_page))
@@ -41,27 +42,11 @@ fn money(usd: f64) -> String {
 }
 
 async fn billing_page(State(state): State<AppState>, Query(query): Query<ReportQuery>) -> Response {
-    let summary = report(
-        &state,
-        &ReportQuery {
-            group: None,
-            format: None,
-            ..query_clone(&query)
-        },
-    )
-    .await;
-    let daily = report(
-        &state,
-        &ReportQuery {
-            group: Some("day".into()),
-            format: None,
-            ..query_clone(&query)
-        },
-    )
-    .await;
-    let (summary, daily) = match (summary, daily) {
-        (Ok(s), Ok(d)) => (s, d),
-        (Err(e), _) | (_, Err(e)) => {
+    // One query, by function and day; the per-function lines and the
+    // per-day chart are both exact sums of it.
+    let daily = match usage(&state, &query, true).await {
+        Ok(daily) => daily,
+        Err(e) => {
             let body = page(
                 "Billing",
                 &format!(
@@ -73,6 +58,31 @@ async fn billing_page(State(state): State<AppState>, Query(query): Query<ReportQ
             return (e.status, Html(body)).into_response();
         }
     };
+    let prices = &state.settings.billing;
+    let mut per_function: BTreeMap<String, Usage> = BTreeMap::new();
+    let mut per_day: BTreeMap<NaiveDate, Usage> = BTreeMap::new();
+    let mut day = daily.from;
+    while day < daily.to && per_day.len() < 366 {
+        per_day.insert(day, Usage::default());
+        day = day + Days::new(1);
+    }
+    for (name, day, usage) in &daily.rows {
+        *per_function.entry(name.clone()).or_default() += *usage;
+        if let Some(d) = day {
+            *per_day.entry(*d).or_default() += *usage;
+        }
+    }
+    let summary = report_of(
+        UsageRows {
+            from: daily.from,
+            to: daily.to,
+            rows: per_function
+                .into_iter()
+                .map(|(n, u)| (n, None, u))
+                .collect(),
+        },
+        prices,
+    );
 
     let mut body = form(&query, &summary.from.to_string(), &summary.to.to_string());
     let t = &summary.total;
@@ -90,17 +100,10 @@ async fn billing_page(State(state): State<AppState>, Query(query): Query<ReportQ
     );
 
     // Cost per day over the whole range, zeros included.
-    let mut per_day: BTreeMap<NaiveDate, f64> = BTreeMap::new();
-    let mut day = summary.from;
-    while day < summary.to && per_day.len() < 366 {
-        per_day.insert(day, 0.0);
-        day = day + Days::new(1);
-    }
-    for line in &daily.functions {
-        if let Some(d) = line.day {
-            *per_day.entry(d).or_default() += line.figures.cost;
-        }
-    }
+    let per_day: BTreeMap<NaiveDate, f64> = per_day
+        .into_iter()
+        .map(|(day, usage)| (day, usage.cost(prices)))
+        .collect();
     body.push_str("<h2>Cost per day</h2>");
     body.push_str(&chart(&per_day));
 
@@ -142,7 +145,6 @@ async fn billing_page(State(state): State<AppState>, Query(query): Query<ReportQ
             money(t.cost)
         );
     }
-    let prices = &state.settings.billing;
     let csv_query = format!(
         "from={}&amp;to={}{}",
         summary.from,
@@ -163,16 +165,6 @@ async fn billing_page(State(state): State<AppState>, Query(query): Query<ReportQ
         prices.granularity_ms, prices.price_gb_second, prices.price_request, summary.from, summary.to
     );
     Html(page("Billing", &body)).into_response()
-}
-
-fn query_clone(q: &ReportQuery) -> ReportQuery {
-    ReportQuery {
-        from: q.from.clone(),
-        to: q.to.clone(),
-        function: q.function.clone(),
-        group: q.group.clone(),
-        format: q.format.clone(),
-    }
 }
 
 fn form(query: &ReportQuery, from: &str, to: &str) -> String {

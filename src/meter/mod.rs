@@ -38,6 +38,12 @@ impl Usage {
     }
 }
 
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        *self = *self + other;
+    }
+}
+
 impl std::ops::Add for Usage {
     type Output = Usage;
 

@@ -213,21 +213,23 @@ impl Pool {
                     }
                 }
                 Step::Wait { ticket, mut grant } => {
+                    // At the queue deadline a call leaves the line, unless a
+                    // grant was sent meanwhile (it takes it) or a container
+                    // is being started for this very call: a slow start is
+                    // not a full pool, so it waits once more, up to the
+                    // start timeout.
                     let mut until = deadline;
                     let granted = loop {
                         if let Ok(granted) = tokio::time::timeout_at(until.into(), &mut grant).await
                         {
                             break granted.ok();
                         }
-                        // Deadline: leave the queue, unless a grant was sent
-                        // meanwhile (take it), or a container is being
-                        // started for this very call (a slow start is not a
-                        // full pool: wait for it, up to the start timeout).
-                        let left = inner
-                            .state
-                            .lock()
-                            .unwrap()
-                            .leave_queue(&function.name, ticket);
+                        let first_deadline = until == deadline;
+                        let left = inner.state.lock().unwrap().leave_queue(
+                            &function.name,
+                            ticket,
+                            first_deadline,
+                        );
                         match left {
                             Leave::Left => {
                                 return Err(AcquireError::Throttled {
@@ -236,22 +238,8 @@ impl Pool {
                                 })
                             }
                             Leave::Granted => break grant.try_recv().ok(),
-                            Leave::Starting if until == deadline => {
-                                until = Instant::now() + inner.settings.start_timeout;
-                            }
                             Leave::Starting => {
-                                let left = inner
-                                    .state
-                                    .lock()
-                                    .unwrap()
-                                    .leave_queue_now(&function.name, ticket);
-                                if !left {
-                                    break grant.try_recv().ok();
-                                }
-                                return Err(AcquireError::Throttled {
-                                    limit: function.max_concurrency as usize,
-                                    waited: queued.elapsed(),
-                                });
+                                until = Instant::now() + inner.settings.start_timeout;
                             }
                         }
                     };

@@ -390,9 +390,10 @@ impl State {
     }
 
     /// A call's queue deadline passed. It leaves the line, unless a grant
-    /// was sent meanwhile or a container being started is owed to it (its
-    /// place in line is within what the starting containers will serve).
-    pub fn leave_queue(&mut self, function: &str, ticket: u64) -> Leave {
+    /// was sent meanwhile, or (when `wait_for_start`) a container being
+    /// started is owed to it: its place in line is within what the starting
+    /// containers will serve.
+    pub fn leave_queue(&mut self, function: &str, ticket: u64, wait_for_start: bool) -> Leave {
         let Some(f) = self.functions.get_mut(function) else {
             return Leave::Left;
         };
@@ -400,25 +401,11 @@ impl State {
             return Leave::Granted;
         };
         let coming = (f.starting + f.specialising) * f.concurrency() as usize;
-        if i < coming {
+        if wait_for_start && i < coming {
             return Leave::Starting;
         }
         f.waiters.remove(i);
         Leave::Left
-    }
-
-    /// Leaves the line whatever comes. False when a grant is on its way.
-    pub fn leave_queue_now(&mut self, function: &str, ticket: u64) -> bool {
-        let Some(f) = self.functions.get_mut(function) else {
-            return true;
-        };
-        match f.waiters.iter().position(|w| w.ticket == ticket) {
-            Some(i) => {
-                f.waiters.remove(i);
-                true
-            }
-            None => false,
-        }
     }
 
     /// A container started for the queue is ready (or failed). Hands its
@@ -988,11 +975,18 @@ mod tests {
             .collect();
         // The first is owed the starting container; the second waits on a full pool.
         assert!(matches!(
-            state.leave_queue("a", tickets[0]),
+            state.leave_queue("a", tickets[0], true),
             Leave::Starting
         ));
-        assert!(matches!(state.leave_queue("a", tickets[1]), Leave::Left));
-        assert!(state.leave_queue_now("a", tickets[0]));
+        assert!(matches!(
+            state.leave_queue("a", tickets[1], true),
+            Leave::Left
+        ));
+        // At its second deadline it leaves whatever comes.
+        assert!(matches!(
+            state.leave_queue("a", tickets[0], false),
+            Leave::Left
+        ));
         assert!(state.functions["a"].waiters.is_empty());
     }
 

@@ -36,14 +36,7 @@ async fn calls_are_recorded_and_billed() {
 
     app.flush().await;
     // The records.
-    let (status, body) = json(
-        app.http
-            .get(app.url("/api/v1/functions/small/invocations?limit=2"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = json(app.get("/api/v1/functions/small/invocations?limit=2").await).await;
     assert_eq!(status, 200, "{body}");
     let records = body["invocations"].as_array().unwrap();
     assert_eq!(records.len(), 2, "limit is honoured");
@@ -149,14 +142,7 @@ async fn calls_are_recorded_and_billed() {
         .send()
         .await
         .unwrap();
-    let (_, report) = json(
-        app.http
-            .get(app.url("/api/v1/billing"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, report) = json(app.get("/api/v1/billing").await).await;
     assert_eq!(report["total"]["invocations"], 5);
     app.stop().await;
 }
@@ -169,14 +155,7 @@ async fn bad_report_parameters_are_400s() {
         "to=2026-13-01",
         "from=2026-11-10&to=2026-11-01",
     ] {
-        let (status, body) = json(
-            app.http
-                .get(app.url(&format!("/api/v1/billing?{query}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = json(app.get(&format!("/api/v1/billing?{query}")).await).await;
         assert_eq!(status, 400, "{query}: {body}");
         assert!(
             body["error"]["message"]

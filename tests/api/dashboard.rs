@@ -8,39 +8,18 @@ async fn pages_show_functions_calls_and_the_pool() {
     app.deploy_ok("shown", &[("f.py", ECHO)]).await;
     assert_eq!(app.run("shown", "1").await.status(), 200);
     app.flush().await;
-    let home = app
-        .http
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = app.get("/").await.text().await.unwrap();
     assert!(
         home.contains("/functions/shown") && home.contains("/fn/shown"),
         "{home}"
     );
     assert!(home.contains("Pool") && home.contains("id=\"upload\""));
-    let page = app
-        .http
-        .get(app.url("/functions/shown"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get("/functions/shown").await.text().await.unwrap();
     assert!(
         page.contains("success") && page.contains("Versions"),
         "{page}"
     );
-    let missing = app
-        .http
-        .get(app.url("/functions/nope"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get("/functions/nope").await;
     assert_eq!(missing.status(), 404);
     app.stop().await;
 }

@@ -130,6 +130,15 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `GET path` on this manager.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET request")
+    }
+
     pub async fn deploy(&self, name: &str, zip: Vec<u8>) -> reqwest::Response {
         self.http
             .put(self.url(&format!("/api/v1/functions/{name}")))

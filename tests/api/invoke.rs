@@ -69,15 +69,7 @@ async fn triggers_http_limits_methods() {
         ],
     )
     .await;
-    assert_eq!(
-        app.http
-            .get(app.url("/fn/getter"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/fn/getter").await.status(), 200);
     let response = app
         .http
         .post(app.url("/fn/getter"))
@@ -134,7 +126,7 @@ async fn unknown_function_is_a_404() {
     let (status, body) = json(app.run("ghost", "1").await).await;
     assert_eq!(status, 404);
     assert!(body["error"]["message"].as_str().unwrap().contains("ghost"));
-    let response = app.http.get(app.url("/fn/ghost/a")).send().await.unwrap();
+    let response = app.get("/fn/ghost/a").await;
     assert_eq!(response.status(), 404);
     assert_eq!(
         app.count("SELECT count(*) FROM invocations WHERE function = 'ghost' AND status = 'not_found' AND NOT billed").await,

@@ -285,15 +285,7 @@ def f(event):
     );
     assert!(body["refused"].is_string(), "fork was refused: {body}");
     // The manager and other functions are unaffected.
-    assert_eq!(
-        app.http
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
     assert_eq!(app.run("bystander", "7").await.text().await.unwrap(), "7");
     app.stop().await;
 }

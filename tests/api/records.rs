@@ -145,14 +145,21 @@ async fn invocations_page_newest_first() {
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(seen, sorted, "newest first");
     let (status, _) = json(
-        app.http
-            .get(app.url("/api/v1/functions/pages/invocations?before=yesterday"))
-            .send()
-            .await
-            .unwrap(),
+        app.get("/api/v1/functions/pages/invocations?before=yesterday")
+            .await,
     )
     .await;
     assert_eq!(status, 400);
+    let (status, body) = json(
+        app.get("/api/v1/functions/pages/invocations?limit=ten")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_limit")),
+        "{body}"
+    );
     app.stop().await;
 }
 
@@ -189,14 +196,7 @@ async fn logs_are_kept_per_call_and_capped() {
     assert!(text.len() <= 64 * 1024 + 64, "capped: {} bytes", text.len());
     assert!(text.ends_with("[output cut at 64 KiB]\n"), "marked as cut");
 
-    let (_, body) = json(
-        app.http
-            .get(app.url("/api/v1/functions/talker/logs?limit=10"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, body) = json(app.get("/api/v1/functions/talker/logs?limit=10").await).await;
     assert_eq!(
         body["logs"].as_array().unwrap().len(),
         2,
@@ -215,15 +215,7 @@ async fn metrics_count_calls_and_containers() {
         assert_eq!(app.run("m", "1").await.status(), 200);
     }
     assert_eq!(app.run("bad", "1").await.status(), 500);
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
     for needle in [
         "openlambda_invocations_total{function=\"m\",status=\"success\"} 2",
         "openlambda_invocations_total{function=\"bad\",status=\"error\"} 1",
@@ -253,14 +245,7 @@ async fn billing_by_day_and_as_csv() {
     let today = Utc::now().date_naive();
     let range = format!("from={today}&to={}", today + Days::new(1));
 
-    let (status, body) = json(
-        app.http
-            .get(app.url(&format!("/api/v1/billing?{range}&group=day")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = json(app.get(&format!("/api/v1/billing?{range}&group=day")).await).await;
     assert_eq!(status, 200, "{body}");
     let lines = body["functions"].as_array().unwrap();
     assert_eq!(lines.len(), 2);
@@ -268,11 +253,8 @@ async fn billing_by_day_and_as_csv() {
     assert_eq!(lines[0]["invocations"], 3);
 
     let response = app
-        .http
-        .get(app.url(&format!("/api/v1/billing?{range}&format=csv")))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/api/v1/billing?{range}&format=csv"))
+        .await;
     assert!(response.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -297,23 +279,15 @@ async fn billing_by_day_and_as_csv() {
     );
 
     let csv = app
-        .http
-        .get(app.url(&format!("/api/v1/billing?{range}&group=day&format=csv")))
-        .send()
+        .get(&format!("/api/v1/billing?{range}&group=day&format=csv"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
     assert!(csv.starts_with("function,day,invocations"), "{csv}");
     assert!(csv.contains(&format!("csv-a,{today},3,")), "{csv}");
 
-    let page = app
-        .http
-        .get(app.url(&format!("/billing?{range}")))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get(&format!("/billing?{range}")).await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(

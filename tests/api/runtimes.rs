@@ -114,14 +114,7 @@ def lambda_handler(event, context):
     reversed.reverse();
     assert_eq!(got.as_ref(), reversed.as_slice());
 
-    let (status, body) = json(
-        app.http
-            .get(app.url("/fn/bytes/bare"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = json(app.get("/fn/bytes/bare").await).await;
     assert_eq!(status, 200, "a bare JSON value is a 200");
     assert_eq!(body, serde_json::json!({"just": ["a", "value"]}));
     // /run hands an AWS-style handler the JSON body as its event.
@@ -377,14 +370,7 @@ exports.handler = async (event, context) => {
     );
 
     app.flush().await;
-    let (_, logs) = json(
-        app.http
-            .get(app.url("/api/v1/functions/nodey/logs"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, logs) = json(app.get("/api/v1/functions/nodey/logs").await).await;
     let all: Vec<&str> = logs["logs"]
         .as_array()
         .unwrap()

@@ -77,14 +77,7 @@ async fn get_list_and_delete() {
     app.deploy_ok("one", &[("f.py", ECHO)]).await;
     app.deploy_ok("two", &[("f.py", ECHO)]).await;
 
-    let (status, body) = json(
-        app.http
-            .get(app.url("/api/v1/functions"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = json(app.get("/api/v1/functions").await).await;
     assert_eq!(status, 200);
     let names: Vec<_> = body["functions"]
         .as_array()
@@ -94,14 +87,7 @@ async fn get_list_and_delete() {
         .collect();
     assert_eq!(names, ["one", "two"]);
 
-    let (status, body) = json(
-        app.http
-            .get(app.url("/api/v1/functions/one"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = json(app.get("/api/v1/functions/one").await).await;
     assert_eq!((status, body["name"].as_str()), (200, Some("one")));
 
     // A call makes a container and a record; delete removes the container,
