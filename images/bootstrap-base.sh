@@ -7,7 +7,8 @@
 #
 # Settings (environment):
 #   OL_BASE_TAG     tag to create      (default openlambda/base:bookworm)
-#   DEBIAN_MIRROR   mirror to use      (default: the host's apt mirror, else deb.debian.org)
+#   DEBIAN_MIRROR   Debian mirror URL  (default: the first Debian mirror in this
+#                   host's apt sources; there is no built-in fallback)
 set -euo pipefail
 
 TAG="${OL_BASE_TAG:-openlambda/base:bookworm}"
@@ -38,7 +39,12 @@ if [ -z "$mirror" ]; then
     mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' \
         /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
         | grep -oE 'https?://[^ ]+' | head -n1 || true)
-    mirror="${mirror:-http://deb.debian.org/debian}"
+fi
+if [ -z "$mirror" ]; then
+    log "no Debian mirror found in /etc/apt/sources.list or /etc/apt/sources.list.d/;"
+    log "set DEBIAN_MIRROR to the URL of a Debian mirror this machine can reach"
+    log "(the same URL apt uses, ending in /debian) and run this script again"
+    exit 1
 fi
 
 rootfs=$(mktemp -d /tmp/ol-rootfs.XXXXXX)
