@@ -1,68 +1,46 @@
-//! `/metrics` in Prometheus' text format, kept by hand: a few counters and
-//! histograms under one short lock, and gauges read at scrape time.
+//! `/metrics` in Prometheus' text format (0.0.4), through `prometheus-client`:
+//! counters and histograms updated per call, gauges set from the pool and
+//! the recorder when scraped.
+//!
+//! Names, types, labels and help texts are a contract with dashboards and
+//! alerts; the test below pins them.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::pool::PoolStatus;
 use crate::store::invocations::Invocation;
+
+/// The `Content-Type` of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the histogram buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-#[derive(Clone, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, count) in BUCKETS.iter().zip(self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    function: String,
+    status: String,
 }
 
-#[derive(Default)]
-struct Counts {
-    /// (function, status) -> calls
-    invocations: BTreeMap<(String, String), u64>,
-    durations: BTreeMap<String, Histogram>,
-    cold_starts: BTreeMap<String, u64>,
-    waits: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: String,
 }
 
-#[derive(Default)]
-pub struct Metrics {
-    counts: Mutex<Counts>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
 }
 
 /// Gauges read when scraped.
@@ -72,62 +50,128 @@ pub struct Gauges {
     pub journal_bytes: u64,
 }
 
+/// The manager's metrics; one per manager, shared by every call.
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<CallLabels, Counter>,
+    durations: Family<FunctionLabels, Histogram, fn() -> Histogram>,
+    cold_starts: Family<FunctionLabels, Counter>,
+    waits: Histogram,
+    containers: Family<StateLabels, Gauge>,
+    queued: Gauge,
+    memory_used: Gauge,
+    memory_budget: Gauge,
+    records_pending: Gauge,
+    journal_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            registry: Registry::default(),
+            invocations: Family::default(),
+            durations: Family::new_with_constructor(histogram),
+            cold_starts: Family::default(),
+            waits: histogram(),
+            containers: Family::default(),
+            queued: Gauge::default(),
+            memory_used: Gauge::default(),
+            memory_budget: Gauge::default(),
+            records_pending: Gauge::default(),
+            journal_bytes: Gauge::default(),
+        };
+        metrics.registered()
+    }
+}
+
 impl Metrics {
+    /// Registers every metric. The client appends the `.` to each help
+    /// text and the `_total` to each counter's name.
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "openlambda_invocations",
+            "Calls, by function and outcome",
+            self.invocations.clone(),
+        );
+        r.register(
+            "openlambda_invocation_duration_seconds",
+            "Handler time per call",
+            self.durations.clone(),
+        );
+        r.register(
+            "openlambda_cold_starts",
+            "Calls that had to make a container ready",
+            self.cold_starts.clone(),
+        );
+        r.register(
+            "openlambda_queue_wait_seconds",
+            "Time calls waited for a container",
+            self.waits.clone(),
+        );
+        r.register(
+            "openlambda_containers",
+            "Containers, by state",
+            self.containers.clone(),
+        );
+        for (name, help, gauge) in [
+            (
+                "openlambda_queued_calls",
+                "Calls waiting for a container",
+                &self.queued,
+            ),
+            (
+                "openlambda_pool_memory_used_mb",
+                "Memory held by containers, by their limits",
+                &self.memory_used,
+            ),
+            (
+                "openlambda_pool_memory_budget_mb",
+                "Memory the pool may hand out",
+                &self.memory_budget,
+            ),
+            (
+                "openlambda_records_pending",
+                "Call records not yet in Postgres",
+                &self.records_pending,
+            ),
+            (
+                "openlambda_journal_bytes",
+                "Size of the record journal on disk",
+                &self.journal_bytes,
+            ),
+        ] {
+            r.register(name, help, gauge.clone());
+        }
+        self
+    }
+
+    /// Counts a finished call. A throttled call never ran, so it adds to
+    /// the calls but not to the time histograms.
     pub fn observe(&self, r: &Invocation) {
-        let mut c = self.counts.lock().unwrap();
-        *c.invocations
-            .entry((r.function.clone(), r.status.clone()))
-            .or_default() += 1;
+        let function = FunctionLabels {
+            function: r.function.clone(),
+        };
+        self.invocations
+            .get_or_create(&CallLabels {
+                function: r.function.clone(),
+                status: r.status.clone(),
+            })
+            .inc();
         if r.status != "throttled" {
-            c.durations
-                .entry(r.function.clone())
-                .or_default()
+            self.durations
+                .get_or_create(&function)
                 .observe(r.duration_ms as f64 / 1000.0);
-            c.waits.observe(r.wait_ms as f64 / 1000.0);
+            self.waits.observe(r.wait_ms as f64 / 1000.0);
         }
         if r.cold {
-            *c.cold_starts.entry(r.function.clone()).or_default() += 1;
+            self.cold_starts.get_or_create(&function).inc();
         }
     }
 
+    /// The text a scrape gets, with the gauges set from `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let mut out = String::new();
-        let c = self.counts.lock().unwrap();
-        out.push_str("# HELP openlambda_invocations_total Calls, by function and outcome.\n");
-        out.push_str("# TYPE openlambda_invocations_total counter\n");
-        for ((function, status), n) in &c.invocations {
-            let _ = writeln!(
-                out,
-                "openlambda_invocations_total{{function=\"{}\",status=\"{status}\"}} {n}",
-                escape(function)
-            );
-        }
-        out.push_str("# HELP openlambda_invocation_duration_seconds Handler time per call.\n");
-        out.push_str("# TYPE openlambda_invocation_duration_seconds histogram\n");
-        for (function, h) in &c.durations {
-            let labels = format!("function=\"{}\"", escape(function));
-            h.render(&mut out, "openlambda_invocation_duration_seconds", &labels);
-        }
-        out.push_str(
-            "# HELP openlambda_cold_starts_total Calls that had to make a container ready.\n",
-        );
-        out.push_str("# TYPE openlambda_cold_starts_total counter\n");
-        for (function, n) in &c.cold_starts {
-            let _ = writeln!(
-                out,
-                "openlambda_cold_starts_total{{function=\"{}\"}} {n}",
-                escape(function)
-            );
-        }
-        out.push_str("# HELP openlambda_queue_wait_seconds Time calls waited for a container.\n");
-        out.push_str("# TYPE openlambda_queue_wait_seconds histogram\n");
-        c.waits
-            .render(&mut out, "openlambda_queue_wait_seconds", "");
-        drop(c);
-
         let p = &gauges.pool;
-        out.push_str("# HELP openlambda_containers Containers, by state.\n");
-        out.push_str("# TYPE openlambda_containers gauge\n");
         for (state, n) in [
             ("busy", p.busy),
             ("idle", p.idle),
@@ -136,78 +180,116 @@ impl Metrics {
             ("prewarmed", p.prewarmed),
             ("prewarming", p.prewarming),
         ] {
-            let _ = writeln!(out, "openlambda_containers{{state=\"{state}\"}} {n}");
+            self.containers
+                .get_or_create(&StateLabels { state })
+                .set(gauge_value(n as u64));
         }
-        for (name, help, value) in [
-            (
-                "openlambda_queued_calls",
-                "Calls waiting for a container.",
-                p.queued as u64,
-            ),
-            (
-                "openlambda_pool_memory_used_mb",
-                "Memory held by containers, by their limits.",
-                p.used_mb,
-            ),
-            (
-                "openlambda_pool_memory_budget_mb",
-                "Memory the pool may hand out.",
-                p.budget_mb,
-            ),
-            (
-                "openlambda_records_pending",
-                "Call records not yet in Postgres.",
-                gauges.records_pending as u64,
-            ),
-            (
-                "openlambda_journal_bytes",
-                "Size of the record journal on disk.",
-                gauges.journal_bytes,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
+        self.queued.set(gauge_value(p.queued as u64));
+        self.memory_used.set(gauge_value(p.used_mb));
+        self.memory_budget.set(gauge_value(p.budget_mb));
+        self.records_pending
+            .set(gauge_value(gauges.records_pending as u64));
+        self.journal_bytes.set(gauge_value(gauges.journal_bytes));
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }
 
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Gauges hold an `i64`; no count or size here comes near its limit.
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn call(function: &str, status: &str, duration_ms: i64, cold: bool) -> Invocation {
+        Invocation {
+            request_id: uuid::Uuid::new_v4(),
+            function: function.into(),
+            version: "v".into(),
+            started_at: chrono::Utc::now(),
+            duration_ms,
+            billed_ms: 100,
+            memory_mb: 128,
+            max_memory_used_mb: None,
+            init_ms: None,
+            wait_ms: 0,
+            cold,
+            status: status.into(),
+            http_status: 200,
+            billed: true,
+            logs: None,
+        }
+    }
+
+    fn scrape(metrics: &Metrics) -> String {
+        metrics.render(&Gauges {
+            pool: PoolStatus {
+                busy: 1,
+                budget_mb: 4096,
+                ..PoolStatus::default()
+            },
+            records_pending: 2,
+            journal_bytes: 3,
+        })
+    }
+
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::default();
-        h.observe(0.003);
-        h.observe(0.3);
-        let mut out = String::new();
-        h.render(&mut out, "x", "function=\"f\"");
+    fn names_types_labels_and_help_stay_as_documented() {
+        let metrics = Metrics::default();
+        metrics.observe(&call("f", "success", 3, true));
+        metrics.observe(&call("f", "success", 300, false));
+        metrics.observe(&call("f", "throttled", 0, false));
+        let out = scrape(&metrics);
+        for line in [
+            "# HELP openlambda_invocations_total Calls, by function and outcome.",
+            "# TYPE openlambda_invocations_total counter",
+            "openlambda_invocations_total{function=\"f\",status=\"success\"} 2",
+            "openlambda_invocations_total{function=\"f\",status=\"throttled\"} 1",
+            "# HELP openlambda_invocation_duration_seconds Handler time per call.",
+            "# TYPE openlambda_invocation_duration_seconds histogram",
+            "openlambda_invocation_duration_seconds_bucket{function=\"f\",le=\"0.002\"} 0",
+            "openlambda_invocation_duration_seconds_bucket{function=\"f\",le=\"0.005\"} 1",
+            "openlambda_invocation_duration_seconds_bucket{function=\"f\",le=\"0.5\"} 2",
+            "openlambda_invocation_duration_seconds_bucket{function=\"f\",le=\"+Inf\"} 2",
+            "openlambda_invocation_duration_seconds_count{function=\"f\"} 2",
+            "# HELP openlambda_cold_starts_total Calls that had to make a container ready.",
+            "# TYPE openlambda_cold_starts_total counter",
+            "openlambda_cold_starts_total{function=\"f\"} 1",
+            "# HELP openlambda_queue_wait_seconds Time calls waited for a container.",
+            "# TYPE openlambda_queue_wait_seconds histogram",
+            "openlambda_queue_wait_seconds_bucket{le=\"1\"} 2",
+            "openlambda_queue_wait_seconds_count 2",
+            "# HELP openlambda_containers Containers, by state.",
+            "# TYPE openlambda_containers gauge",
+            "openlambda_containers{state=\"busy\"} 1",
+            "openlambda_containers{state=\"prewarming\"} 0",
+            "# HELP openlambda_queued_calls Calls waiting for a container.",
+            "# TYPE openlambda_queued_calls gauge",
+            "openlambda_queued_calls 0",
+            "# HELP openlambda_pool_memory_used_mb Memory held by containers, by their limits.",
+            "openlambda_pool_memory_budget_mb 4096",
+            "# HELP openlambda_records_pending Call records not yet in Postgres.",
+            "openlambda_records_pending 2",
+            "# HELP openlambda_journal_bytes Size of the record journal on disk.",
+            "# TYPE openlambda_journal_bytes gauge",
+            "openlambda_journal_bytes 3",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::default();
+        metrics.observe(&call("a\"b\\c\nd", "success", 1, false));
+        let out = scrape(&metrics);
         assert!(
-            out.contains("x_bucket{function=\"f\",le=\"0.002\"} 0"),
+            out.contains("{function=\"a\\\"b\\\\c\\nd\",status=\"success\"} 1"),
             "{out}"
         );
-        assert!(
-            out.contains("x_bucket{function=\"f\",le=\"0.005\"} 1"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{function=\"f\",le=\"0.5\"} 2"),
-            "{out}"
-        );
-        assert!(
-            out.contains("x_bucket{function=\"f\",le=\"+Inf\"} 2"),
-            "{out}"
-        );
-        assert!(out.contains("x_count{function=\"f\"} 2"), "{out}");
     }
 }

@@ -1,5 +1,5 @@
 //! `/api/v1/billing`: usage and cost per function (or per function and day)
-//! over a date range, as JSON or CSV. The HTML page (`/billing`) is in `ui`.
+//! over a date range, as JSON or CSV. The HTML page (`/billing`) is in `pages`.
 
 use axum::extract::{Query, State};
 use axum::http::header;

@@ -2,12 +2,13 @@
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::base_url;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::code::{self, CodeError, MAX_ZIP_BYTES};
@@ -65,16 +66,6 @@ impl FunctionView {
             updated_at: f.updated_at,
         }
     }
-}
-
-/// `http://host:port` as the caller reached us, for the function URL.
-fn base_url(headers: &HeaderMap, state: &AppState) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| state.settings.listen.to_string());
-    format!("http://{host}")
 }
 
 fn parse_name(raw: &str) -> Result<FunctionName, ApiError> {

@@ -1,15 +1,17 @@
-//! HTTP: the management API under `/api/v1`, function URLs, health.
+//! HTTP: the management API under `/api/v1`, function URLs, health,
+//! `/metrics` and the dashboard's pages.
 //!
-//! One module per resource, each with its own `router()`, merged here.
+//! One module per resource, each with its own `router()`, merged here;
+//! `pages/` holds the dashboard, one file per page.
 
 mod auth;
 mod billing;
-mod dashboard;
 pub mod error;
 mod functions;
 pub mod invoke;
-mod ui;
+mod pages;
 
+use axum::http::{header, HeaderMap};
 use axum::routing::get;
 use axum::Router;
 use tower_http::trace::TraceLayer;
@@ -28,10 +30,21 @@ async fn metrics(
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::metrics::CONTENT_TYPE,
         )],
         state.metrics.render(&gauges),
     )
+}
+
+/// `http://host:port` as the caller reached us (its `Host`, else where we
+/// listen), so the function URLs shown work from where the caller is.
+fn base_url(headers: &HeaderMap, state: &AppState) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| state.settings.listen.to_string());
+    format!("http://{host}")
 }
 
 pub fn router(state: AppState) -> Router {
@@ -47,15 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(invoke::router())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .merge(
-            dashboard::pages()
-                .merge(ui::router())
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    dashboard::require_login,
-                )),
-        )
-        .merge(dashboard::login_routes())
+        .merge(pages::router(state.clone()))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }
