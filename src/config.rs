@@ -1,7 +1,9 @@
-//! Settings, read from the environment (`OL_*`, `DATABASE_URL`).
+//! Settings, read from the environment (`OL_*`, `DATABASE_URL`): the only
+//! module that reads it, so every variable the platform knows is listed here.
 //!
 //! Every setting has a default that works on a developer's machine; a bad
-//! value is an error that names the variable, never a silent fallback.
+//! value is an error that names the variable, never a silent fallback. A
+//! variable set to an empty string counts as unset.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +27,9 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// CA bundle handed to package installs (`OL_CA_BUNDLE`).
     pub ca_bundle: Option<PathBuf>,
+    /// Package index that package installs use instead of pip's default
+    /// (`OL_PIP_INDEX_URL`), e.g. a mirror inside a closed network.
+    pub pip_index_url: Option<String>,
     /// Names this manager's containers (label `openlambda.instance`), so that a
     /// restarted manager finds what it left and two managers sharing a Docker
     /// engine never touch each other's containers (`OL_INSTANCE`).
@@ -91,50 +96,52 @@ impl Default for BillingSettings {
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+        Self::from_lookup(env)
     }
 
     /// Reads the settings through `get`, so tests can pass their own values.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let parsed = |key: &str| -> anyhow::Result<Option<String>> {
-            Ok(get(key).filter(|v| !v.trim().is_empty()))
-        };
-        let data_dir = match parsed("OL_DATA_DIR")? {
+        let text = |key: &str| get(key).filter(|v| !v.trim().is_empty());
+        let data_dir = match text("OL_DATA_DIR") {
             Some(dir) => PathBuf::from(dir),
             None => default_data_dir(),
         };
         let billing_defaults = BillingSettings::default();
         Ok(Self {
-            database_url: parsed("DATABASE_URL")?.context(
+            database_url: text("DATABASE_URL").context(
                 "DATABASE_URL is not set; point it at Postgres, e.g. \
                  postgres://openlambda:openlambda@127.0.0.1:5432/openlambda",
             )?,
-            listen: number(&get, "OL_LISTEN", "127.0.0.1:8080".parse()?)?,
+            listen: parse_or(&get, "OL_LISTEN", "127.0.0.1:8080".parse()?)?,
             data_dir,
-            base_image: parsed("OL_BASE_IMAGE")?
-                .unwrap_or_else(|| "debian:bookworm-slim".to_string()),
-            admin_token: parsed("OL_ADMIN_TOKEN")?,
-            ca_bundle: parsed("OL_CA_BUNDLE")?.map(PathBuf::from),
-            instance: parsed("OL_INSTANCE")?.unwrap_or_else(|| "default".to_string()),
-            network: parsed("OL_NETWORK")?.unwrap_or_else(|| "openlambda".to_string()),
+            base_image: base_image(&get),
+            admin_token: text("OL_ADMIN_TOKEN"),
+            ca_bundle: text("OL_CA_BUNDLE").map(PathBuf::from),
+            pip_index_url: text("OL_PIP_INDEX_URL"),
+            instance: text("OL_INSTANCE").unwrap_or_else(|| "default".to_string()),
+            network: text("OL_NETWORK").unwrap_or_else(|| "openlambda".to_string()),
             pool: PoolSettings {
-                pause_grace: Duration::from_millis(number(&get, "OL_POOL_PAUSE_GRACE_MS", 1_000)?),
-                keep_alive: Duration::from_secs(number(&get, "OL_POOL_KEEP_ALIVE_S", 600)?),
-                start_timeout: Duration::from_millis(number(
+                pause_grace: Duration::from_millis(parse_or(
+                    &get,
+                    "OL_POOL_PAUSE_GRACE_MS",
+                    1_000,
+                )?),
+                keep_alive: Duration::from_secs(parse_or(&get, "OL_POOL_KEEP_ALIVE_S", 600)?),
+                start_timeout: Duration::from_millis(parse_or(
                     &get,
                     "OL_POOL_START_TIMEOUT_MS",
                     60_000,
                 )?),
-                queue_timeout: Duration::from_millis(number(
+                queue_timeout: Duration::from_millis(parse_or(
                     &get,
                     "OL_POOL_QUEUE_TIMEOUT_MS",
                     30_000,
                 )?),
-                pids_limit: number(&get, "OL_POOL_PIDS_LIMIT", 128)?,
-                tmpfs_mb: number(&get, "OL_POOL_TMPFS_MB", 64)?,
-                memory_mb: number(&get, "OL_POOL_MEMORY_MB", default_memory_budget_mb())?,
-                prewarm: number(&get, "OL_POOL_PREWARM", 2)?,
-                prewarm_runtimes: parsed("OL_POOL_PREWARM_RUNTIMES")?
+                pids_limit: parse_or(&get, "OL_POOL_PIDS_LIMIT", 128)?,
+                tmpfs_mb: parse_or(&get, "OL_POOL_TMPFS_MB", 64)?,
+                memory_mb: parse_or(&get, "OL_POOL_MEMORY_MB", default_memory_budget_mb())?,
+                prewarm: parse_or(&get, "OL_POOL_PREWARM", 2)?,
+                prewarm_runtimes: text("OL_POOL_PREWARM_RUNTIMES")
                     .unwrap_or_else(|| "python,node".into())
                     .split(',')
                     .map(|r| r.trim())
@@ -145,31 +152,69 @@ impl Settings {
                             .map_err(|e| anyhow::anyhow!("OL_POOL_PREWARM_RUNTIMES: {e}"))
                     })
                     .collect::<anyhow::Result<_>>()?,
-                prewarm_memory_mb: number(&get, "OL_POOL_PREWARM_MEMORY_MB", 128)?,
-                queue_length: number(&get, "OL_POOL_QUEUE_LENGTH", 1000)?,
+                prewarm_memory_mb: parse_or(&get, "OL_POOL_PREWARM_MEMORY_MB", 128)?,
+                queue_length: parse_or(&get, "OL_POOL_QUEUE_LENGTH", 1000)?,
             },
             billing: BillingSettings {
-                granularity_ms: positive(number(
+                granularity_ms: positive(parse_or(
                     &get,
                     "OL_BILLING_GRANULARITY_MS",
                     billing_defaults.granularity_ms,
                 )?)
                 .context("OL_BILLING_GRANULARITY_MS must be at least 1")?,
-                price_gb_second: number(
+                price_gb_second: parse_or(
                     &get,
                     "OL_BILLING_PRICE_GB_S",
                     billing_defaults.price_gb_second,
                 )?,
-                price_request: number(
+                price_request: parse_or(
                     &get,
                     "OL_BILLING_PRICE_REQUEST",
                     billing_defaults.price_request,
                 )?,
-                bill_init: number(&get, "OL_BILLING_BILL_INIT", billing_defaults.bill_init)?,
+                bill_init: parse_or(&get, "OL_BILLING_BILL_INIT", billing_defaults.bill_init)?,
             },
-            log_retention_days: number(&get, "OL_LOG_RETENTION_DAYS", 7)?,
+            log_retention_days: parse_or(&get, "OL_LOG_RETENTION_DAYS", 7)?,
         })
     }
+}
+
+/// What the `ol` client commands need: where the manager is (`OL_URL`) and
+/// the token to send it (`OL_ADMIN_TOKEN`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientSettings {
+    /// The manager's base URL, without a trailing `/`.
+    pub url: String,
+    pub admin_token: Option<String>,
+}
+
+impl ClientSettings {
+    pub fn from_env() -> Self {
+        Self::from_lookup(env)
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let url = get("OL_URL")
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            admin_token: get("OL_ADMIN_TOKEN").filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// A variable of the process environment; empty counts as unset.
+pub fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The image the runtime images are built from (`OL_BASE_IMAGE`), for
+/// `ol serve`, `ol images` and `ol bench` alike.
+pub fn base_image(get: &impl Fn(&str) -> Option<String>) -> String {
+    get("OL_BASE_IMAGE")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "debian:bookworm-slim".to_string())
 }
 
 /// 80% of the host's memory (from /proc/meminfo), else 4 GiB.
@@ -193,8 +238,9 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-/// Parses `key` when it is set, else gives `default`; a bad value names the key.
-fn number<T>(get: &impl Fn(&str) -> Option<String>, key: &str, default: T) -> anyhow::Result<T>
+/// Parses `key` (a number, an address, a flag: anything `FromStr`) when it
+/// is set, else gives `default`; a bad value is an error naming the key.
+fn parse_or<T>(get: &impl Fn(&str) -> Option<String>, key: &str, default: T) -> anyhow::Result<T>
 where
     T: FromStr,
     T::Err: std::fmt::Display,
@@ -238,6 +284,48 @@ mod tests {
         assert_eq!(s.pool.prewarm, 2);
         assert_eq!(s.pool.prewarm_runtimes, ["python", "node"]);
         assert!(s.pool.memory_mb > 0);
+        assert!(s.pip_index_url.is_none());
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("OL_BASE_IMAGE", " "),
+            ("OL_PIP_INDEX_URL", ""),
+            ("OL_POOL_PREWARM", ""),
+        ])
+        .unwrap();
+        assert_eq!(s.base_image, "debian:bookworm-slim");
+        assert!(s.pip_index_url.is_none());
+        assert_eq!(s.pool.prewarm, 2);
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("OL_PIP_INDEX_URL", "http://10.0.0.2/simple"),
+        ])
+        .unwrap();
+        assert_eq!(s.pip_index_url.as_deref(), Some("http://10.0.0.2/simple"));
+    }
+
+    #[test]
+    fn the_client_finds_the_manager() {
+        let client = |pairs: &[(&str, &str)]| {
+            let map: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            ClientSettings::from_lookup(|k| map.get(k).cloned())
+        };
+        assert_eq!(
+            client(&[]),
+            ClientSettings {
+                url: "http://127.0.0.1:8080".into(),
+                admin_token: None
+            }
+        );
+        let c = client(&[("OL_URL", "http://h:9/"), ("OL_ADMIN_TOKEN", "t")]);
+        assert_eq!(c.url, "http://h:9");
+        assert_eq!(c.admin_token.as_deref(), Some("t"));
     }
 
     #[test]

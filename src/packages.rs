@@ -103,10 +103,8 @@ impl Installer {
             env.push("PIP_CERT=/etc/ol-ca-bundle.pem".into());
             env.push("SSL_CERT_FILE=/etc/ol-ca-bundle.pem".into());
         }
-        if let Ok(index) = std::env::var("OL_PIP_INDEX_URL") {
-            if !index.is_empty() {
-                env.push(format!("PIP_INDEX_URL={index}"));
-            }
+        if let Some(index) = &self.settings.pip_index_url {
+            env.push(format!("PIP_INDEX_URL={index}"));
         }
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::{AppState, Application};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -46,10 +46,9 @@ pub struct Env {
 
 impl Env {
     pub async fn from_env() -> anyhow::Result<Self> {
-        let admin_url = std::env::var("DATABASE_URL")
+        let admin_url = config::env("DATABASE_URL")
             .context("DATABASE_URL is not set; run the benchmark through scripts/bench.sh")?;
-        let base_image =
-            std::env::var("OL_BASE_IMAGE").unwrap_or_else(|_| "openlambda/base:bookworm".into());
+        let base_image = config::base_image(&config::env);
         PgConnection::connect(&admin_url)
             .await
             .context("connecting to DATABASE_URL")?;

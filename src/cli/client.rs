@@ -10,6 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use crate::config::ClientSettings;
+
 pub struct Api {
     pub base: String,
     token: Option<String>,
@@ -47,15 +49,10 @@ impl Answer {
 
 impl Api {
     pub fn from_env() -> Self {
-        let base = std::env::var("OL_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let settings = ClientSettings::from_env();
         Self {
-            base: base.trim_end_matches('/').to_string(),
-            token: std::env::var("OL_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
+            base: settings.url,
+            token: settings.admin_token,
             http: Client::builder(TokioExecutor::new()).build_http(),
         }
     }

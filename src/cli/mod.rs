@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::{self, Application};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use client::Api;
 
 #[derive(Parser)]
@@ -171,10 +171,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Images => {
-            let base = std::env::var("OL_BASE_IMAGE")
-                .ok()
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| "debian:bookworm-slim".into());
+            let base = config::base_image(&config::env);
             let docker = app::connect_docker().await?;
             for runtime in crate::manifest::Runtime::ALL {
                 println!("{}", crate::images::ensure(&docker, &base, runtime).await?);
