@@ -53,7 +53,6 @@ pub struct Inspected {
     /// A folder every entry sits in (`hello/` when the folder itself was
     /// zipped), stripped when unpacking; empty when the files are at the top.
     pub strip_prefix: String,
-    pub unzipped_bytes: u64,
     /// `requirements.txt`, when the zip has one with any requirement in it.
     pub requirements: Option<String>,
 }
@@ -131,7 +130,6 @@ pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
         sha256: hex_sha256(zip),
         manifest,
         strip_prefix,
-        unzipped_bytes: total,
         requirements,
     })
 }

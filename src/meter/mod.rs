@@ -1,9 +1,10 @@
 //! Metering: what one call costs, and the writer that stores the records.
 //!
-//! The formula is DESIGN.md's: the duration is rounded up to the billing
-//! granularity, multiplied by the memory size, and priced per GB-second plus a
-//! price per request. Sums are kept as integers (`MB·ms`), so adding up many
-//! calls never drifts; money is derived from the exact sums only at the end.
+//! The formula: the duration is rounded up to the billing granularity
+//! (`OL_BILLING_GRANULARITY_MS`), multiplied by the memory size, and priced
+//! per GB-second plus a price per request, as serverless platforms bill.
+//! Sums are kept as integers (`MB·ms`), so adding up many calls never
+//! drifts; money is derived from the exact sums only at the end.
 
 mod journal;
 mod writer;
