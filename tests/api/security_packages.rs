@@ -16,6 +16,11 @@ use crate::runtimes::ca_bundle;
 
 /// Containers of this manager's instance that the engine created since `since`.
 async fn containers_created_since(app: &TestApp, since: i64) -> usize {
+    containers_created_with(app, since, None).await
+}
+
+/// The same, only those with the label `extra` (`key` or `key=value`) too.
+async fn containers_created_with(app: &TestApp, since: i64, extra: Option<&str>) -> usize {
     let now = chrono::Utc::now().timestamp() + 1;
     let options = EventsOptions {
         since: Some(since.to_string()),
@@ -25,7 +30,9 @@ async fn containers_created_since(app: &TestApp, since: i64) -> usize {
             ("event".to_string(), vec!["create".to_string()]),
             (
                 "label".to_string(),
-                vec![format!("openlambda.instance={}", app.settings.instance)],
+                std::iter::once(format!("openlambda.instance={}", app.settings.instance))
+                    .chain(extra.map(str::to_string))
+                    .collect(),
             ),
         ])),
     };
@@ -78,6 +85,34 @@ async fn requirement_lines_that_are_not_packages_are_refused_before_any_containe
         "no builder was started"
     );
     assert_nothing_stored(&app).await;
+    app.stop().await;
+}
+
+/// Two deploys that need the same new version at once: one builder
+/// installs it, the other deploy waits for that install (or finds it done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_version_is_installed_once_for_concurrent_deploys() {
+    let app = spawn_app_with(|s| s.ca_bundle = ca_bundle()).await;
+    let since = chrono::Utc::now().timestamp() - 1;
+    let handler = "import six\ndef f(event):\n    return six.__version__\n";
+    let files = [("f.py", handler), ("requirements.txt", "six==1.16.0\n")];
+    let (a, b) = tokio::join!(
+        app.deploy_ok("six-a", &files),
+        app.deploy_ok("six-b", &files)
+    );
+    let statuses = [&a, &b].map(|d| d["packages"][0]["status"].as_str().unwrap().to_string());
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "installed").count(),
+        1,
+        "{statuses:?}"
+    );
+    // Two resolves and one install: three builders, never four.
+    let builders = containers_created_with(&app, since, Some("openlambda.builder")).await;
+    assert_eq!(builders, 3, "{a} {b}");
+    for name in ["six-a", "six-b"] {
+        let (status, body) = json(app.run(name, "").await).await;
+        assert_eq!((status, body), (200, serde_json::json!("1.16.0")));
+    }
     app.stop().await;
 }
 
