@@ -116,6 +116,46 @@ async fn one_version_is_installed_once_for_concurrent_deploys() {
     app.stop().await;
 }
 
+/// A package with dependencies: each version gets a builder of its own
+/// (several at once), and together they import as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flask_example_installs_its_dependencies_in_parallel_builders() {
+    let app = spawn_app_with(|s| s.ca_bundle = ca_bundle()).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flask-app");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let (code, manifest, requirements) =
+        (read("app.py"), read("ol.yaml"), read("requirements.txt"));
+    let deployed = app
+        .deploy_ok(
+            "flask-app",
+            &[
+                ("app.py", &code),
+                ("ol.yaml", &manifest),
+                ("requirements.txt", &requirements),
+            ],
+        )
+        .await;
+    let steps = deployed["packages"].as_array().unwrap();
+    assert!(steps.len() > 3, "flask and its dependencies: {deployed}");
+    assert!(
+        steps.iter().all(|s| s["status"] == "installed"),
+        "{deployed}"
+    );
+    for dir in deployed["installed_packages"].as_array().unwrap() {
+        let dir = dir.as_str().unwrap();
+        let verified = app
+            .data_dir
+            .path()
+            .join("packages/python.verified")
+            .join(dir);
+        assert!(verified.is_file(), "{dir} marked by the manager");
+    }
+    let response = app.get("/fn/flask-app?name=box").await;
+    let (status, body) = json(response).await;
+    assert_eq!((status, body), (200, serde_json::json!({"hello": "box"})));
+    app.stop().await;
+}
+
 /// A hung build (its install command replaced by a sleep, standing for a
 /// `setup.py` that never ends) is killed at `OL_PACKAGES_TIMEOUT_S` and
 /// stores nothing, while another deploy with packages succeeds meanwhile.
