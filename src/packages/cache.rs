@@ -49,6 +49,25 @@ impl Cache {
         Ok(())
     }
 
+    /// Removes build directories a crashed or killed manager left behind
+    /// (at start, when no build of this manager runs).
+    pub fn remove_leftover_builds(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.builds) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "removing a leftover build");
+            }
+        }
+    }
+
     /// Whether `dir` (e.g. `six-1.16.0`) was installed and verified by the manager.
     pub fn is_installed(&self, dir: &str) -> bool {
         self.verified.join(dir).is_file() && self.root.join(dir).is_dir()
@@ -209,5 +228,7 @@ mod tests {
         assert!(!cache.root.join("evil-1.0").exists());
         let missing = cache.adopt(&cache.builds.join("none"), "x-1.0");
         assert!(missing.is_err());
+        cache.remove_leftover_builds();
+        assert_eq!(std::fs::read_dir(&cache.builds).unwrap().count(), 0);
     }
 }

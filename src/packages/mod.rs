@@ -111,6 +111,7 @@ struct Inner {
 impl Installer {
     pub fn new(docker: Docker, settings: Arc<Settings>, image: String) -> Self {
         let cache = Cache::new(&settings.data_dir);
+        cache.remove_leftover_builds();
         Self {
             inner: Arc::new(Inner {
                 docker,
@@ -418,4 +419,48 @@ fn install_script(mode: &str) -> Vec<String> {
     ["python3", "-u", "/opt/openlambda/install.py", mode]
         .map(String::from)
         .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let pairs: HashMap<String, String> = [("DATABASE_URL", "postgres://x")]
+            .iter()
+            .chain(pairs)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| pairs.get(k).cloned())
+    }
+
+    #[test]
+    fn limits_have_their_documented_defaults_and_names() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.packages.timeout.as_secs(), 300);
+        assert_eq!(s.packages.parallel, 4);
+        assert_eq!(s.packages.zip_max_entries, 10_000);
+        for key in [
+            "OL_PACKAGES_TIMEOUT_S",
+            "OL_PACKAGES_PARALLEL",
+            "OL_ZIP_MAX_ENTRIES",
+        ] {
+            let err = settings(&[(key, "0")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        assert_eq!(dir_name("Zope.Interface", "5.0"), "zope-interface-5.0");
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let refused = requirements::parse("-r x").unwrap_err();
+        assert_eq!(
+            PackageError::from(refused).status_and_code(),
+            (422, "invalid_requirements")
+        );
+        assert_eq!(
+            PackageError::Timeout(String::new()).status_and_code().0,
+            504
+        );
+    }
 }
