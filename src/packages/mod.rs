@@ -178,7 +178,12 @@ impl Installer {
     ) -> Result<Vec<(String, String)>, PackageError> {
         let text: String = parsed.iter().map(|r| format!("{r}\n")).collect();
         let command = install_script("resolve");
-        let events = self.run_builder(function, &text, command, None).await?;
+        // A task of its own: a deploy whose caller left still removes its builder.
+        let (this, owner) = (self.clone(), function.to_string());
+        let events =
+            tokio::spawn(async move { this.run_builder(&owner, &text, command, None).await })
+                .await
+                .map_err(|e| PackageError::Platform(format!("package resolve task: {e}")))??;
         let resolved = events
             .iter()
             .find(|e| e["event"] == "resolved")
