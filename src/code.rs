@@ -1,7 +1,11 @@
 //! Zip intake and the content-addressed code store.
 //!
-//! [`inspect`] checks an upload entirely in memory: it writes nothing, so a
-//! rejected upload leaves nothing behind. [`CodeStore::unpack`] then puts an
+//! [`inspect_upload`] checks an upload entirely in memory: it writes
+//! nothing, so a rejected upload leaves nothing behind, and it reads every
+//! entry in full (methods, encryption, sizes, CRCs, name clashes, entry
+//! count), so a zip it accepts cannot fail to unpack later. [`inspect`] is
+//! the same for zips already stored, without the entry bound that may have
+//! changed since. [`CodeStore::unpack`] then puts an
 //! accepted zip at `{data_dir}/code/{sha256}/`, atomically (unpack into a
 //! temporary directory, then rename), so a reader never sees half a tree.
 
