@@ -1,7 +1,11 @@
 //! Zip intake and the content-addressed code store.
 //!
-//! [`inspect`] checks an upload entirely in memory: it writes nothing, so a
-//! rejected upload leaves nothing behind. [`CodeStore::unpack`] then puts an
+//! [`inspect_upload`] checks an upload entirely in memory: it writes
+//! nothing, so a rejected upload leaves nothing behind, and it reads every
+//! entry in full (methods, encryption, sizes, CRCs, name clashes, entry
+//! count), so a zip it accepts cannot fail to unpack later. [`inspect`] is
+//! the same for zips already stored, without the entry bound that may have
+//! changed since. [`CodeStore::unpack`] then puts an
 //! accepted zip at `{data_dir}/code/{sha256}/`, atomically (unpack into a
 //! temporary directory, then rename), so a reader never sees half a tree.
 
@@ -9,7 +13,7 @@ use std::io::{Cursor, Read};
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use zip::ZipArchive;
+use zip::{CompressionMethod, ZipArchive};
 
 use crate::manifest::Manifest;
 
@@ -38,6 +42,16 @@ pub enum CodeError {
     Symlink(String),
     #[error("zip entry {0:?} is not readable: {1}")]
     BadEntry(String, String),
+    #[error("the zip has {count} entries; the limit is {limit} (OL_ZIP_MAX_ENTRIES). Leave out what the handler does not need (tests, caches, unused modules), or ask the operator to raise the limit")]
+    TooManyEntries { count: usize, limit: usize },
+    #[error("zip entry {entry:?} is compressed with {method}; only stored and deflate entries are accepted. Re-create the zip with deflate (the default of `zip -r`, `ol deploy` and most tools)")]
+    Compression { entry: String, method: String },
+    #[error("zip entry {0:?} is encrypted; re-create the zip without a password")]
+    Encrypted(String),
+    #[error("zip entry {0:?} is damaged: {1}. Re-create the zip and upload it again")]
+    Damaged(String, String),
+    #[error("the zip holds {0:?} both as a file and as a folder (or twice); rename one of them and zip again")]
+    Clash(String),
     #[error("handler file {wanted} not found in the zip; found: {found}. Add {wanted}, or name your handler in ol.yaml (handler: module.function)")]
     NoHandler { wanted: String, found: String },
     #[error("{0}")]
@@ -57,14 +71,29 @@ pub struct Inspected {
     pub requirements: Option<String>,
 }
 
-/// Checks an uploaded zip without writing anything.
+/// Checks a stored zip (accepted at upload once) without writing anything.
 pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
+    inspect_upload(zip, usize::MAX)
+}
+
+/// Checks an uploaded zip without writing anything: everything that could
+/// fail when unpacking it fails here, before packages are installed or
+/// anything is stored. Every entry is read in full (bounded by the declared
+/// sizes), so a damaged or lying entry is found now.
+pub fn inspect_upload(zip: &[u8], max_entries: usize) -> Result<Inspected, CodeError> {
     if zip.len() > MAX_ZIP_BYTES {
         return Err(CodeError::TooLarge(zip.len()));
     }
     let mut archive =
         ZipArchive::new(Cursor::new(zip)).map_err(|e| CodeError::NotZip(e.to_string()))?;
+    if archive.len() > max_entries {
+        return Err(CodeError::TooManyEntries {
+            count: archive.len(),
+            limit: max_entries,
+        });
+    }
     let mut names = Vec::with_capacity(archive.len());
+    let mut tree = Tree::default();
     let mut total: u64 = 0;
     for i in 0..archive.len() {
         let entry = archive
@@ -78,13 +107,21 @@ pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
         if entry.is_symlink() {
             return Err(CodeError::Symlink(name));
         }
+        if entry.encrypted() {
+            return Err(CodeError::Encrypted(name));
+        }
+        check_method(&name, entry.compression())?;
         total = total.saturating_add(entry.size());
         if total > MAX_UNZIPPED_BYTES {
             return Err(CodeError::TooLargeUnzipped(total));
         }
+        tree.add(&name, entry.is_dir())?;
         if !entry.is_dir() {
             names.push(name);
         }
+    }
+    for i in 0..archive.len() {
+        read_fully(&mut archive, i)?;
     }
     let strip_prefix = common_folder(&names);
     let files: Vec<&str> = names.iter().map(|n| &n[strip_prefix.len()..]).collect();
@@ -139,7 +176,104 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Only the methods the manager can unpack; told from the entry's header.
+fn check_method(name: &str, method: CompressionMethod) -> Result<(), CodeError> {
+    if method == CompressionMethod::Stored || method == CompressionMethod::Deflated {
+        return Ok(());
+    }
+    let known = [
+        (CompressionMethod::BZIP2, "bzip2"),
+        (CompressionMethod::LZMA, "LZMA"),
+        (CompressionMethod::ZSTD, "zstd"),
+        (CompressionMethod::XZ, "xz"),
+        (CompressionMethod::DEFLATE64, "deflate64"),
+    ];
+    let method = known
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, name)| name.to_string())
+        .unwrap_or_else(|| format!("{method:?}"));
+    Err(CodeError::Compression {
+        entry: name.to_string(),
+        method,
+    })
+}
+
+/// Reads entry `i` to its end: the decompressor and the CRC-32 check run,
+/// and the size must be the declared one.
+fn read_fully(archive: &mut ZipArchive<Cursor<&[u8]>>, i: usize) -> Result<(), CodeError> {
+    let entry = archive
+        .by_index(i)
+        .map_err(|e| CodeError::Damaged(format!("#{i}"), e.to_string()))?;
+    let name = entry.name().unwrap_or_default().into_owned();
+    let declared = entry.size();
+    let mut limited = entry.take(declared.saturating_add(1));
+    let read = std::io::copy(&mut limited, &mut std::io::sink()).map_err(|e| {
+        let reason = if e.to_string().contains("checksum") {
+            "its CRC-32 does not match its data".to_string()
+        } else {
+            e.to_string()
+        };
+        CodeError::Damaged(name.clone(), reason)
+    })?;
+    if read != declared {
+        return Err(CodeError::Damaged(
+            name,
+            format!("it holds {read} or more bytes but declares {declared}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Files and folders seen so far, to find a name that is both.
+#[derive(Default)]
+struct Tree {
+    files: std::collections::HashSet<String>,
+    folders: std::collections::HashSet<String>,
+}
+
+impl Tree {
+    fn add(&mut self, name: &str, is_dir: bool) -> Result<(), CodeError> {
+        let parts: Vec<&str> = name
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        for end in 1..parts.len() {
+            let folder = parts[..end].join("/");
+            if self.files.contains(&folder) {
+                return Err(CodeError::Clash(folder));
+            }
+            self.folders.insert(folder);
+        }
+        let path = parts.join("/");
+        if path.is_empty() {
+            return Ok(());
+        }
+        if is_dir {
+            if self.files.contains(&path) {
+                return Err(CodeError::Clash(path));
+            }
+            self.folders.insert(path);
+        } else if self.folders.contains(&path) || !self.files.insert(path.clone()) {
+            return Err(CodeError::Clash(path));
+        }
+        Ok(())
+    }
+}
+
 fn check_entry_path(name: &str) -> Result<(), CodeError> {
+    if name.contains('\0') {
+        return Err(CodeError::BadEntry(
+            name.replace('\0', "?"),
+            "its name holds a NUL byte; rename the file".into(),
+        ));
+    }
+    if name.split('/').any(|part| part.len() > 255) {
+        return Err(CodeError::BadEntry(
+            name.to_string(),
+            "a part of its path is longer than 255 bytes; shorten the name".into(),
+        ));
+    }
     let looks_absolute =
         name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':');
     if looks_absolute {
@@ -250,7 +384,10 @@ fn unpack_into(zip: &[u8], inspected: &Inspected, dest: &Path) -> anyhow::Result
         };
         let rel = Path::new(rel);
         // Already checked by inspect(); checked again where it matters.
-        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
             if rel.as_os_str().is_empty() {
                 continue;
             }
@@ -366,6 +503,39 @@ mod tests {
             inspect(&zip).unwrap().requirements.as_deref(),
             Some("six\n")
         );
+    }
+
+    #[test]
+    fn refuses_what_would_fail_when_unpacking() {
+        let err = inspect_upload(&zip_of(&[("f.py", "x"), ("g.py", "y")]), 1).unwrap_err();
+        assert_eq!(err, CodeError::TooManyEntries { count: 2, limit: 1 });
+        let clash = zip_of(&[("f.py", "x"), ("lib", "x"), ("lib/u.py", "y")]);
+        assert_eq!(inspect(&clash).unwrap_err(), CodeError::Clash("lib".into()));
+        let twice = zip_of(&[("f.py", "x"), ("./f.py", "y")]);
+        assert_eq!(
+            inspect(&twice).unwrap_err(),
+            CodeError::Clash("f.py".into())
+        );
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+        w.start_file("f.py", stored).unwrap();
+        w.write_all(b"def f(e): return 1").unwrap();
+        let mut crc = w.finish().unwrap().into_inner();
+        let at = crc.windows(6).position(|w| w == b"return").unwrap();
+        crc[at] = b'R';
+        let err = inspect(&crc).unwrap_err();
+        assert!(err.to_string().contains("CRC-32"), "{err}");
+    }
+
+    #[test]
+    fn names_the_compression_method_to_avoid() {
+        let err = check_method("f.py", CompressionMethod::BZIP2).unwrap_err();
+        assert!(err.to_string().contains("bzip2"), "{err}");
+        assert!(
+            err.to_string().contains("Re-create the zip with deflate"),
+            "{err}"
+        );
+        assert!(check_method("f.py", CompressionMethod::Deflated).is_ok());
     }
 
     #[test]

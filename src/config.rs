@@ -40,6 +40,19 @@ pub struct Settings {
     pub billing: BillingSettings,
     /// Days a call's output is kept (`OL_LOG_RETENTION_DAYS`).
     pub log_retention_days: i64,
+    /// Package builds: deadline, parallelism; uploads: entry bound.
+    pub packages: PackageSettings,
+}
+
+/// Limits on untrusted package builds and zips.
+#[derive(Clone, Debug)]
+pub struct PackageSettings {
+    /// One builder container's deadline; past it, it is killed (`OL_PACKAGES_TIMEOUT_S`).
+    pub timeout: Duration,
+    /// Builder containers at once on this host (`OL_PACKAGES_PARALLEL`).
+    pub parallel: usize,
+    /// Entries an uploaded zip may hold (`OL_ZIP_MAX_ENTRIES`).
+    pub zip_max_entries: usize,
 }
 
 /// Knobs of the container pool (`OL_POOL_*`).
@@ -175,6 +188,18 @@ impl Settings {
                 bill_init: parse_or(&get, "OL_BILLING_BILL_INIT", billing_defaults.bill_init)?,
             },
             log_retention_days: parse_or(&get, "OL_LOG_RETENTION_DAYS", 7)?,
+            packages: PackageSettings {
+                timeout: Duration::from_secs(
+                    positive(parse_or(&get, "OL_PACKAGES_TIMEOUT_S", 300)?)
+                        .context("OL_PACKAGES_TIMEOUT_S must be at least 1")?,
+                ),
+                parallel: positive(parse_or(&get, "OL_PACKAGES_PARALLEL", 4)?)
+                    .context("OL_PACKAGES_PARALLEL must be at least 1")?
+                    as usize,
+                zip_max_entries: positive(parse_or(&get, "OL_ZIP_MAX_ENTRIES", 10_000)?)
+                    .context("OL_ZIP_MAX_ENTRIES must be at least 1")?
+                    as usize,
+            },
         })
     }
 }

@@ -98,8 +98,9 @@ async fn deploy(
     }
 
     // Every check runs in memory before anything is written.
+    let max_entries = state.settings.packages.zip_max_entries;
     let (zip, inspected) = tokio::task::spawn_blocking(move || {
-        let inspected = code::inspect(&zip);
+        let inspected = code::inspect_upload(&zip, max_entries);
         (zip, inspected)
     })
     .await
@@ -111,7 +112,10 @@ async fn deploy(
             CodeError::AbsolutePath(_) | CodeError::ParentDir(_) | CodeError::Symlink(_) => {
                 "unsafe_path"
             }
-            CodeError::BadEntry(..) => "bad_zip_entry",
+            CodeError::BadEntry(..) | CodeError::Damaged(..) => "bad_zip_entry",
+            CodeError::TooManyEntries { .. } => "too_many_entries",
+            CodeError::Compression { .. } | CodeError::Encrypted(_) => "unsupported_zip",
+            CodeError::Clash(_) => "name_clash",
             CodeError::NoHandler { .. } => "handler_not_found",
             CodeError::Manifest(_) => "invalid_manifest",
         };
@@ -133,13 +137,13 @@ async fn deploy(
             .installer
             .install(name.as_str(), requirements)
             .await
-            .map_err(|e| match e {
-                crate::packages::PackageError::Requirements(message) => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "package_install_failed",
-                    message,
+            .map_err(|e| match e.status_and_code() {
+                (500, _) => ApiError::internal(e),
+                (status, code) => ApiError::new(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                    code,
+                    e.to_string(),
                 ),
-                crate::packages::PackageError::Platform(e) => ApiError::from(e),
             })?,
     };
 

@@ -10,4 +10,5 @@ mod invoke;
 mod pool;
 mod records;
 mod runtimes;
+mod security_packages;
 mod upload;

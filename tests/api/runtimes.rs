@@ -176,7 +176,7 @@ async def app(scope, receive, send):
     app.stop().await;
 }
 
-fn ca_bundle() -> Option<std::path::PathBuf> {
+pub fn ca_bundle() -> Option<std::path::PathBuf> {
     std::env::var("OL_CA_BUNDLE")
         .or_else(|_| std::env::var("PIP_CERT"))
         .ok()

@@ -1,0 +1,469 @@
+//! Packages: each package version installed once per host into the shared
+//! cache, `{data_dir}/packages/python/{name}-{version}/`, which every
+//! function container sees read-only at `/packages`.
+//!
+//! A deploy's requirements.txt is parsed here first ([`requirements`]):
+//! anything but package requirements is refused before a container starts.
+//! Then one builder container resolves the requirements to exact versions,
+//! and each version the cache lacks is installed by a builder of its own
+//! into a per-build directory ([`builder`]); the manager checks the result
+//! and moves it into the cache ([`cache`]). Every builder has a deadline
+//! (`OL_PACKAGES_TIMEOUT_S`); at most `OL_PACKAGES_PARALLEL` run at once;
+//! a `name==version` that is being installed is installed once, and other
+//! deploys that need it wait for that install instead of starting their own.
+
+pub mod builder;
+pub mod cache;
+pub mod requirements;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use bollard::Docker;
+use futures_util::future::{FutureExt, Shared};
+use serde::Serialize;
+
+use crate::config::Settings;
+use builder::{BuildDir, Job, Outcome};
+use cache::Cache;
+use requirements::Requirement;
+
+/// One package of a deploy, as the deploy reports it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PackageStep {
+    pub name: String,
+    pub version: String,
+    /// `installed` now, or found `cached`.
+    pub status: String,
+    pub ms: u64,
+}
+
+/// What a deploy's requirements came to.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Resolved {
+    /// Cache directory names, in install order, e.g. `six-1.16.0`.
+    pub dirs: Vec<String>,
+    pub steps: Vec<PackageStep>,
+    pub ms: u64,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PackageError {
+    /// requirements.txt has a line that is not a package requirement.
+    #[error(transparent)]
+    Refused(#[from] requirements::RequirementError),
+    /// The requirements cannot be met (pip's own words); the user's to fix.
+    #[error("{0}")]
+    Requirements(String),
+    /// A builder ran past `OL_PACKAGES_TIMEOUT_S` and was stopped.
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Platform(String),
+}
+
+impl PackageError {
+    /// The HTTP status and error code a deploy answers with.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            Self::Refused(_) => (422, "invalid_requirements"),
+            Self::Requirements(_) => (422, "package_install_failed"),
+            Self::Timeout(_) => (504, "package_install_timeout"),
+            Self::Platform(_) => (500, "internal"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for PackageError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Platform(format!("{e:#}"))
+    }
+}
+
+/// One install that other deploys may wait for: `Ok(ms)` when it is done.
+type InFlight = Shared<futures_util::future::BoxFuture<'static, Result<u64, PackageError>>>;
+
+/// Tests only: per manager instance, a package whose install runs another command.
+#[allow(clippy::type_complexity)]
+static INSTALL_OVERRIDES: Mutex<BTreeMap<String, (String, Vec<String>)>> =
+    Mutex::new(BTreeMap::new());
+
+/// Cheap to clone; clones share the in-flight installs and the slots.
+#[derive(Clone)]
+pub struct Installer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    settings: Arc<Settings>,
+    image: String,
+    cache: Cache,
+    /// Builder containers that may run at once (`OL_PACKAGES_PARALLEL`).
+    slots: tokio::sync::Semaphore,
+    /// Installs under way, by cache directory name; removed when they end.
+    in_flight: Mutex<HashMap<String, InFlight>>,
+}
+
+impl Installer {
+    pub fn new(docker: Docker, settings: Arc<Settings>, image: String) -> Self {
+        let cache = Cache::new(&settings.data_dir);
+        cache.remove_leftover_builds();
+        Self {
+            inner: Arc::new(Inner {
+                docker,
+                slots: tokio::sync::Semaphore::new(settings.packages.parallel),
+                settings,
+                image,
+                cache,
+                in_flight: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The host directory mounted at `/packages` in function containers.
+    pub fn cache_dir(data_dir: &Path) -> PathBuf {
+        Cache::new(data_dir).root
+    }
+
+    /// Tests only: in the manager of `instance`, installs of `package` run
+    /// `command` in the builder instead of pip (to show what a hung build
+    /// does to the platform). Keyed by instance, so tests side by side in one
+    /// process do not see each other's overrides.
+    #[doc(hidden)]
+    pub fn override_install_for_tests(instance: &str, package: &str, command: Vec<String>) {
+        INSTALL_OVERRIDES
+            .lock()
+            .unwrap()
+            .insert(instance.to_string(), (package.to_string(), command));
+    }
+
+    /// Checks, resolves and installs `requirements` (the text of requirements.txt).
+    pub async fn install(
+        &self,
+        function: &str,
+        requirements: &str,
+    ) -> Result<Resolved, PackageError> {
+        let started = Instant::now();
+        let parsed = requirements::parse(requirements)?;
+        self.inner.cache.create_dirs()?;
+        let pinned = self.resolve(function, &parsed).await?;
+        let installs = pinned.iter().map(|(name, version)| {
+            let hashes = parsed
+                .iter()
+                .find(|r| r.key() == requirements::normalize(name))
+                .map(|r| r.hashes.clone())
+                .unwrap_or_default();
+            self.ensure(function, name, version, hashes)
+        });
+        let steps = futures_util::future::join_all(installs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Resolved {
+            dirs: pinned.iter().map(|(n, v)| dir_name(n, v)).collect(),
+            steps,
+            ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Runs pip's resolver in a builder: the exact versions to install.
+    async fn resolve(
+        &self,
+        function: &str,
+        parsed: &[Requirement],
+    ) -> Result<Vec<(String, String)>, PackageError> {
+        let text: String = parsed.iter().map(|r| format!("{r}\n")).collect();
+        let command = install_script("resolve");
+        // A task of its own: a deploy whose caller left still removes its builder.
+        let (this, owner) = (self.clone(), function.to_string());
+        let events =
+            tokio::spawn(async move { this.run_builder(&owner, &text, command, None).await })
+                .await
+                .map_err(|e| PackageError::Platform(format!("package resolve task: {e}")))??;
+        let resolved = events
+            .iter()
+            .find(|e| e["event"] == "resolved")
+            .context("the package builder reported no resolution")?;
+        let mut pinned = Vec::new();
+        for package in resolved["packages"].as_array().into_iter().flatten() {
+            let name = package["name"].as_str().unwrap_or_default();
+            let version = package["version"].as_str().unwrap_or_default();
+            // Names become directory names: only what a package can be called.
+            if !requirements::valid_name(name) || !requirements::valid_version(version) {
+                return Err(PackageError::Platform(format!(
+                    "the package builder reported an impossible package {name:?} {version:?}"
+                )));
+            }
+            pinned.push((name.to_string(), version.to_string()));
+        }
+        tracing::info!(function, packages = ?pinned, "requirements resolved");
+        Ok(pinned)
+    }
+
+    /// Makes `name==version` installed: found in the cache, installed now, or
+    /// installed by another deploy that this one waits for.
+    async fn ensure(
+        &self,
+        function: &str,
+        name: &str,
+        version: &str,
+        hashes: Vec<String>,
+    ) -> Result<PackageStep, PackageError> {
+        let dir = dir_name(name, version);
+        let step = |status: &str, ms| PackageStep {
+            name: name.to_string(),
+            version: version.to_string(),
+            status: status.to_string(),
+            ms,
+        };
+        if self.inner.cache.is_installed(&dir) {
+            return Ok(step("cached", 0));
+        }
+        let (install, ours) = {
+            let mut in_flight = self.inner.in_flight.lock().unwrap();
+            // An install that ended since the check above marked it first.
+            if self.inner.cache.is_installed(&dir) {
+                return Ok(step("cached", 0));
+            }
+            match in_flight.get(&dir) {
+                Some(install) => (install.clone(), false),
+                None => {
+                    let install = self.spawn_install(function, name, version, hashes);
+                    in_flight.insert(dir.clone(), install.clone());
+                    (install, true)
+                }
+            }
+        };
+        let ms = install.await?;
+        tracing::info!(function, package = name, version, ms, ours, "package ready");
+        Ok(step(if ours { "installed" } else { "cached" }, ms))
+    }
+
+    /// Starts one package's install as a task of its own, so that it ends
+    /// (and its container goes) even when every deploy waiting for it left.
+    fn spawn_install(
+        &self,
+        function: &str,
+        name: &str,
+        version: &str,
+        hashes: Vec<String>,
+    ) -> InFlight {
+        let this = self.clone();
+        let (function, name, version) =
+            (function.to_string(), name.to_string(), version.to_string());
+        let task = tokio::spawn(async move {
+            let dir = dir_name(&name, &version);
+            let result = this.install_one(&function, &name, &version, &hashes).await;
+            this.inner.in_flight.lock().unwrap().remove(&dir);
+            result
+        });
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(PackageError::Platform(format!("package install task: {e}")))
+            })
+        }
+        .boxed()
+        .shared()
+    }
+
+    async fn install_one(
+        &self,
+        function: &str,
+        name: &str,
+        version: &str,
+        hashes: &[String],
+    ) -> Result<u64, PackageError> {
+        let started = Instant::now();
+        let pin = Requirement {
+            name: name.to_string(),
+            extras: Vec::new(),
+            specifiers: vec![format!("=={version}")],
+            marker: None,
+            hashes: hashes.to_vec(),
+        };
+        let override_command = INSTALL_OVERRIDES
+            .lock()
+            .unwrap()
+            .get(&self.inner.settings.instance)
+            .cloned()
+            .filter(|(package, _)| {
+                requirements::normalize(package) == requirements::normalize(name)
+            })
+            .map(|(_, command)| command);
+        let command = override_command.unwrap_or_else(|| install_script("install"));
+        let dir = dir_name(name, version);
+        let target = dir.clone();
+        self.run_builder(
+            function,
+            &format!("{pin}\n"),
+            command,
+            Some((name, &target)),
+        )
+        .await?;
+        Ok(started.elapsed().as_millis() as u64)
+    }
+
+    /// Runs one builder in a fresh build directory, within a slot and the
+    /// deadline. With `adopt`, the build's `out/` then becomes that package's
+    /// cache directory.
+    async fn run_builder(
+        &self,
+        function: &str,
+        requirements_text: &str,
+        command: Vec<String>,
+        adopt: Option<(&str, &str)>,
+    ) -> Result<Vec<serde_json::Value>, PackageError> {
+        let settings = &self.inner.settings;
+        let _slot = self
+            .inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| PackageError::Platform("the installer is shutting down".into()))?;
+        let build = BuildDir(
+            self.inner
+                .cache
+                .builds
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+        );
+        builder::prepare_dir(&build.0, requirements_text)?;
+        let index = settings.pip_index_url.clone();
+        let pip_config = match &index {
+            Some(url) => {
+                let path = build.0.with_extension("pip.conf");
+                std::fs::write(&path, format!("[global]\nindex-url = {url}\n"))
+                    .context("writing the builder's pip config")?;
+                Some(path)
+            }
+            None => None,
+        };
+        let outcome = builder::run(Job {
+            docker: &self.inner.docker,
+            image: &self.inner.image,
+            instance: &settings.instance,
+            function,
+            dir: &build.0,
+            command,
+            ca_bundle: settings.ca_bundle.as_deref(),
+            pip_config: pip_config.as_deref(),
+            deadline: settings.packages.timeout,
+        })
+        .await;
+        if let Some(path) = &pip_config {
+            let _ = std::fs::remove_file(path);
+        }
+        let what = match adopt {
+            Some((name, _)) => format!("installing {name}"),
+            None => "resolving requirements.txt".to_string(),
+        };
+        let (code, events, output) = match outcome? {
+            Outcome::TimedOut => {
+                return Err(PackageError::Timeout(format!(
+                    "{what} did not finish within OL_PACKAGES_TIMEOUT_S={} s; the builder was \
+                     stopped and nothing was stored. A package that builds from source may \
+                     hang or take long: pin a version that has a wheel, or ask the operator \
+                     to raise OL_PACKAGES_TIMEOUT_S",
+                    settings.packages.timeout.as_secs()
+                )))
+            }
+            Outcome::Exited {
+                code,
+                events,
+                output,
+            } => (code, events, output),
+        };
+        if let Some(error) = events.iter().find(|e| e["event"] == "error") {
+            let message =
+                builder::redact(error["message"].as_str().unwrap_or(""), index.as_deref());
+            return Err(PackageError::Requirements(format!(
+                "{}; pip said:\n{}\nFix requirements.txt (check the names and versions on \
+                 the package index) and deploy again",
+                if adopt.is_some() {
+                    format!("could not install a package ({what})")
+                } else {
+                    "could not resolve requirements.txt".to_string()
+                },
+                message.trim()
+            )));
+        }
+        if code != 0 {
+            let output = builder::redact(&output, index.as_deref());
+            return Err(PackageError::Platform(format!(
+                "the package builder ({what}) exited with {code}: {}",
+                output.trim()
+            )));
+        }
+        if let Some((_, dir)) = adopt {
+            let cache = self.inner.cache.clone();
+            let (out, dir) = (build.0.join("out"), dir.to_string());
+            tokio::task::spawn_blocking(move || cache.adopt(&out, &dir))
+                .await
+                .map_err(|e| PackageError::Platform(e.to_string()))?
+                .map_err(|e| {
+                    PackageError::Requirements(format!(
+                        "{what}: its files were refused ({e:#}); nothing was stored"
+                    ))
+                })?;
+        }
+        Ok(events)
+    }
+}
+
+/// The cache directory of a package version, e.g. `six-1.16.0`.
+fn dir_name(name: &str, version: &str) -> String {
+    format!("{}-{version}", requirements::normalize(name))
+}
+
+fn install_script(mode: &str) -> Vec<String> {
+    ["python3", "-u", "/opt/openlambda/install.py", mode]
+        .map(String::from)
+        .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let pairs: HashMap<String, String> = [("DATABASE_URL", "postgres://x")]
+            .iter()
+            .chain(pairs)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| pairs.get(k).cloned())
+    }
+
+    #[test]
+    fn limits_have_their_documented_defaults_and_names() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.packages.timeout.as_secs(), 300);
+        assert_eq!(s.packages.parallel, 4);
+        assert_eq!(s.packages.zip_max_entries, 10_000);
+        for key in [
+            "OL_PACKAGES_TIMEOUT_S",
+            "OL_PACKAGES_PARALLEL",
+            "OL_ZIP_MAX_ENTRIES",
+        ] {
+            let err = settings(&[(key, "0")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        assert_eq!(dir_name("Zope.Interface", "5.0"), "zope-interface-5.0");
+    }
+
+    #[test]
+    fn errors_map_to_statuses() {
+        let refused = requirements::parse("-r x").unwrap_err();
+        assert_eq!(
+            PackageError::from(refused).status_and_code(),
+            (422, "invalid_requirements")
+        );
+        assert_eq!(
+            PackageError::Timeout(String::new()).status_and_code().0,
+            504
+        );
+    }
+}
