@@ -86,7 +86,7 @@ impl Application {
             );
         }
         let code = CodeStore::new(&settings.data_dir);
-        let pool = Pool::new(sandboxes.clone(), settings.pool.clone());
+        let pool = Pool::new(Arc::new(sandboxes.clone()), settings.pool.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;

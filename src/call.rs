@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::meter::billed_ms;
 use crate::pool::AcquireError;
-use crate::sandbox::{Failure, Invocation, Reply};
+use crate::sandbox::{Failure, Payload, Reply};
 use crate::store::functions::Function;
 use crate::store::invocations::Invocation as Record;
 
@@ -83,9 +83,9 @@ pub async fn call(
     state: AppState,
     function: Arc<Function>,
     request_id: Uuid,
-    invocation: Invocation,
+    payload: Payload,
 ) -> CallResult {
-    let task = tokio::spawn(async move { run(&state, &function, request_id, invocation).await });
+    let task = tokio::spawn(async move { run(&state, &function, request_id, payload).await });
     match task.await {
         Ok(result) => result,
         Err(e) => CallResult {
@@ -99,7 +99,7 @@ async fn run(
     state: &AppState,
     function: &Arc<Function>,
     request_id: Uuid,
-    invocation: Invocation,
+    payload: Payload,
 ) -> CallResult {
     let started_at = Utc::now();
     let queued = Instant::now();
@@ -119,7 +119,7 @@ async fn run(
             let sandbox = lease.sandbox();
             sandbox.memory_peak.reset();
             let began = Instant::now();
-            let result = state.sandboxes.invoke(sandbox, invocation, timeout).await;
+            let result = state.sandboxes.invoke(sandbox, payload, timeout).await;
             let duration = began.elapsed();
             peak_mb = sandbox.memory_peak.read_mb();
             let outcome = match result {

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod code;
 pub mod config;
 pub mod images;
+pub mod labels;
 pub mod manifest;
 pub mod meter;
 pub mod metrics;

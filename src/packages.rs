@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::sandbox::LABEL_INSTANCE;
+use crate::labels::LABEL_INSTANCE;
 
 /// One package of a deploy, as the deploy reports it.
 #[derive(Clone, Debug, Serialize, PartialEq)]

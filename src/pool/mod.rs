@@ -20,6 +20,10 @@
 
 mod prewarm;
 mod state;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::path::Path;
@@ -31,7 +35,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::PoolSettings;
-use crate::sandbox::{Failure, Sandbox, Sandboxes};
+use crate::sandbox::{engine, Engine, Failure, Sandbox};
 use crate::store::functions::Function;
 use state::{Grant, Leave, State};
 
@@ -59,7 +63,8 @@ pub struct Pool {
 }
 
 struct Inner {
-    sandboxes: Sandboxes,
+    /// The container engine (Docker, or the fake in unit tests).
+    engine: Arc<dyn Engine>,
     settings: PoolSettings,
     state: Mutex<State>,
     /// Set once on shutdown: no new containers, leases end by removal.
@@ -133,9 +138,9 @@ pub(crate) enum Step {
 }
 
 impl Pool {
-    pub fn new(sandboxes: Sandboxes, settings: PoolSettings) -> Self {
+    pub fn new(engine: Arc<dyn Engine>, settings: PoolSettings) -> Self {
         let inner = Arc::new(Inner {
-            sandboxes,
+            engine,
             state: Mutex::new(State::new(settings.memory_mb)),
             settings,
             closed: AtomicBool::new(false),
@@ -159,13 +164,7 @@ impl Pool {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(AcquireError::ShuttingDown);
             }
-            let (step, retired) = {
-                let mut state = inner.state.lock().unwrap();
-                let step = state.choose(function, code, &inner.settings);
-                let retired = state.take_retired();
-                (step, retired)
-            };
-            inner.remove_all(retired);
+            let step = inner.update(|state| state.choose(function, code, &inner.settings));
             let step = match step {
                 Ok(step) => step,
                 Err(state::Refusal::QueueFull) => {
@@ -178,10 +177,9 @@ impl Pool {
                     return Err(AcquireError::TooLarge { needed, budget })
                 }
             };
-            inner.start_pending();
             match step {
                 Step::Use(sandbox) => return Ok(inner.lease(sandbox, None)),
-                Step::Unpause(sandbox) => match inner.sandboxes.unpause(&sandbox).await {
+                Step::Unpause(sandbox) => match inner.engine.unpause(&sandbox).await {
                     Ok(()) => {
                         inner.state.lock().unwrap().unpaused(&sandbox);
                         return Ok(inner.lease(sandbox, None));
@@ -194,20 +192,18 @@ impl Pool {
                 },
                 Step::Specialise { generic, paused } => {
                     inner.refill.notify_one();
-                    let result = inner
-                        .sandboxes
-                        .specialise(&generic, paused, function, code)
-                        .await;
-                    let mut state = inner.state.lock().unwrap();
+                    let result =
+                        engine::specialise(&*inner.engine, &generic, paused, function, code).await;
                     match result {
                         Ok((sandbox, took)) => {
                             let sandbox = Arc::new(sandbox);
-                            state.specialised(&generic, sandbox.clone(), function);
-                            drop(state);
+                            inner.update(|state| {
+                                state.specialised(&generic, sandbox.clone(), function)
+                            });
                             return Ok(inner.lease(sandbox, Some(took)));
                         }
                         Err(e) => {
-                            state.forget_specialising(&generic, function);
+                            inner.update(|state| state.forget_specialising(&generic, function));
                             return Err(e.into());
                         }
                     }
@@ -256,12 +252,7 @@ impl Pool {
     /// Removes all of a function's containers (it was updated or deleted);
     /// busy ones go when their calls end.
     pub fn evict(&self, name: &str) {
-        let retired = {
-            let mut state = self.inner.state.lock().unwrap();
-            state.retire_function(name);
-            state.take_retired()
-        };
-        self.inner.remove_all(retired);
+        self.inner.update(|state| state.retire_function(name));
     }
 
     /// A function's containers as the pool sees them.
@@ -299,8 +290,7 @@ impl Pool {
                 (state.drain(), state.creating())
             };
             count += all.len();
-            futures_util::future::join_all(all.iter().map(|s| self.inner.sandboxes.remove(s)))
-                .await;
+            futures_util::future::join_all(all.iter().map(|s| self.inner.engine.remove(s))).await;
             if creating == 0 || Instant::now() >= deadline {
                 break;
             }
@@ -324,7 +314,7 @@ impl Inner {
         let inner = self.clone();
         tokio::spawn(async move {
             tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, "-> removing");
-            inner.sandboxes.remove(&sandbox).await;
+            inner.engine.remove(&sandbox).await;
         });
     }
 
@@ -336,13 +326,21 @@ impl Inner {
 
     /// Takes a container out of the pool and removes it.
     fn discard(self: &Arc<Self>, sandbox: &Arc<Sandbox>) {
-        let retired = {
+        self.update(|state| state.detach(&sandbox.function, &sandbox.id));
+    }
+
+    /// The one way to change the state: under the lock, `change`; then,
+    /// outside it, remove what the change retired and start what queued
+    /// calls are owed. (Skipping either leaks a container or strands a call.)
+    fn update<T>(self: &Arc<Self>, change: impl FnOnce(&mut State) -> T) -> T {
+        let (out, retired) = {
             let mut state = self.state.lock().unwrap();
-            state.detach(&sandbox.function, &sandbox.id);
-            state.take_retired()
+            let out = change(&mut state);
+            (out, state.take_retired())
         };
         self.remove_all(retired);
         self.start_pending();
+        out
     }
 
     /// Starts the containers that queued calls are owed (decided under the
@@ -353,32 +351,28 @@ impl Inner {
             let inner = self.clone();
             tokio::spawn(async move {
                 tracing::debug!(function = %function.name, "creating a container");
-                let mut started = inner.sandboxes.start(&function, &code).await;
+                let mut started = engine::start(&*inner.engine, &function, &code).await;
                 let closed = inner.closed.load(Ordering::Acquire);
                 if closed {
                     // Shutting down: remove it before the pool stops
                     // counting it as being created.
                     if let Ok((sandbox, _)) = &started {
-                        inner.sandboxes.remove(sandbox).await;
+                        inner.engine.remove(sandbox).await;
                     }
                     started = Err(Failure::Platform(anyhow::anyhow!(
                         "the manager is shutting down"
                     )));
                 }
-                let retired = {
-                    let mut state = inner.state.lock().unwrap();
-                    state.started(&function, started, closed, inner.settings.pause_grace);
-                    state.take_retired()
-                };
-                inner.remove_all(retired);
-                inner.start_pending();
+                inner.update(|state| {
+                    state.started(&function, started, closed, inner.settings.pause_grace)
+                });
             });
         }
     }
 
     /// Pauses a container the sweeper found idle past the grace period.
     async fn pause(self: Arc<Self>, sandbox: Arc<Sandbox>) {
-        let paused = self.sandboxes.pause(&sandbox).await;
+        let paused = self.engine.pause(&sandbox).await;
         if let Err(e) = &paused {
             // Normal under load on cgroup v1: keep it running.
             tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
@@ -394,17 +388,10 @@ impl Inner {
 impl Drop for Lease {
     fn drop(&mut self) {
         let closed = self.pool.closed.load(Ordering::Acquire);
-        let retired = {
-            let mut state = self.pool.state.lock().unwrap();
-            state.release(
-                &self.sandbox,
-                self.discard || closed,
-                self.pool.settings.pause_grace,
-            );
-            state.take_retired()
-        };
-        self.pool.remove_all(retired);
-        self.pool.start_pending();
+        let remove = self.discard || closed;
+        let grace = self.pool.settings.pause_grace;
+        self.pool
+            .update(|state| state.release(&self.sandbox, remove, grace));
     }
 }
 
@@ -422,17 +409,13 @@ async fn reap(pool: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = pool.upgrade() else { return };
-        let (expired, due) = {
-            let mut state = inner.state.lock().unwrap();
+        let due = inner.update(|state| {
             state.expire(inner.settings.keep_alive);
-            let due = state.pause_due();
-            (state.take_retired(), due)
-        };
-        inner.remove_all(expired);
+            state.pause_due()
+        });
         for sandbox in due {
             tokio::spawn(inner.clone().pause(sandbox));
         }
-        inner.start_pending();
     }
 }
 

@@ -39,11 +39,11 @@ pub(super) async fn fill(pool: Weak<Inner>) {
 
 async fn create_one(inner: Arc<Inner>, runtime: String) {
     let memory = inner.settings.prewarm_memory_mb;
-    let created = inner.sandboxes.create(&runtime, memory, None).await;
+    let created = inner.engine.create(&runtime, memory, None).await;
     match created {
         Ok(sandbox) => {
             let sandbox = Arc::new(sandbox);
-            let paused = match inner.sandboxes.pause(&sandbox).await {
+            let paused = match inner.engine.pause(&sandbox).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::debug!(sandbox = %sandbox.id, error = %e, "pause of a prewarmed container failed");
@@ -54,27 +54,15 @@ async fn create_one(inner: Arc<Inner>, runtime: String) {
             if closed {
                 // Shutting down: remove it before it stops counting as
                 // being created, so the shutdown sees it gone.
-                inner.sandboxes.remove(&sandbox).await;
-                inner
-                    .state
-                    .lock()
-                    .unwrap()
-                    .prewarm_failed(&runtime, memory.max(0) as u64);
+                inner.engine.remove(&sandbox).await;
+                inner.update(|state| state.prewarm_failed(&runtime, memory.max(0) as u64));
                 return;
             }
-            inner
-                .state
-                .lock()
-                .unwrap()
-                .prewarmed(&runtime, sandbox, paused);
+            inner.update(|state| state.prewarmed(&runtime, sandbox, paused));
         }
         Err(e) => {
             tracing::warn!(runtime, error = %e, "could not prewarm a container");
-            inner
-                .state
-                .lock()
-                .unwrap()
-                .prewarm_failed(&runtime, memory.max(0) as u64);
+            inner.update(|state| state.prewarm_failed(&runtime, memory.max(0) as u64));
             // Do not spin on a broken engine.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

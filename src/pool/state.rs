@@ -718,34 +718,12 @@ impl State {
 mod tests {
     //! The bookkeeping alone, with made-up containers: no Docker here.
     use super::*;
-    use sqlx::types::Json;
+    use crate::pool::testing::function;
 
     fn settings(queue_length: usize) -> PoolSettings {
-        let mut s = crate::config::Settings::from_lookup(|k| {
-            (k == "DATABASE_URL").then(|| "postgres://unused".to_string())
-        })
-        .unwrap()
-        .pool;
+        let mut s = crate::pool::testing::settings();
         s.queue_length = queue_length;
         s
-    }
-
-    fn function(name: &str, memory_mb: i32, concurrency: i32, max: i32) -> Arc<Function> {
-        Arc::new(Function {
-            name: name.into(),
-            version: "v1".into(),
-            runtime: "python".into(),
-            handler: "f.f".into(),
-            memory_mb,
-            timeout_ms: 1000,
-            environment: Json(Default::default()),
-            http_methods: None,
-            concurrency,
-            max_concurrency: max,
-            packages: Vec::new(),
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
-        })
     }
 
     fn sandbox(id: &str, f: &Function) -> Sandbox {
