@@ -181,28 +181,9 @@ fn check_json(bytes: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The HTTP status a call's outcome is answered with.
-pub fn http_status(outcome: &Outcome) -> StatusCode {
-    match outcome {
-        Outcome::Handled(reply) => {
-            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        }
-        Outcome::Failed(failure) | Outcome::NotStarted(AcquireError::Start(failure)) => {
-            match failure {
-                Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                Failure::OutOfMemory(_) | Failure::Crashed(_) => StatusCode::BAD_GATEWAY,
-                Failure::Load { .. } | Failure::Platform(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            }
-        }
-        Outcome::NotStarted(AcquireError::Throttled { .. }) => StatusCode::TOO_MANY_REQUESTS,
-        Outcome::NotStarted(AcquireError::ShuttingDown | AcquireError::TooLarge { .. }) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    }
-}
-
 fn respond(result: CallResult, name: &str) -> Response {
-    let status = http_status(&result.outcome);
+    let status = StatusCode::from_u16(result.outcome.status().http)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = match result.outcome {
         Outcome::Handled(reply) if !reply.raised => {
             // The function's own response, passed through.
