@@ -18,13 +18,13 @@
 //! the container just stays running. All state sits behind one
 //! `std::sync::Mutex`, held for short sections and never across an `.await`.
 
+mod entry;
 mod prewarm;
 mod state;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
-mod worker;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,7 +141,7 @@ impl Pool {
     pub fn new(engine: Arc<dyn Engine>, settings: PoolSettings) -> Self {
         let inner = Arc::new(Inner {
             engine,
-            state: Mutex::new(State::new(settings.memory_mb)),
+            state: Mutex::new(State::new(settings.memory_budget_mb)),
             settings,
             closed: AtomicBool::new(false),
             refill: Notify::new(),
@@ -251,7 +251,7 @@ impl Pool {
 
     /// Removes all of a function's containers (it was updated or deleted);
     /// busy ones go when their calls end.
-    pub fn evict(&self, name: &str) {
+    pub fn retire(&self, name: &str) {
         self.inner.update(|state| state.retire_function(name));
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::worker::{Phase, Worker};
+use super::entry::{Entry, Phase};
 use super::{ContainerView, PoolStatus, Step};
 use crate::config::PoolSettings;
 use crate::sandbox::{Failure, Sandbox};
@@ -65,7 +65,7 @@ struct FunctionState {
     version: String,
     /// The function as last called, for starts made on behalf of the queue.
     latest: Option<(Arc<Function>, PathBuf)>,
-    workers: Vec<Worker>,
+    entries: Vec<Entry>,
     /// Containers being created for this function.
     starting: usize,
     /// Prewarmed containers being specialised for this function.
@@ -88,7 +88,7 @@ impl FunctionState {
     }
 
     fn containers(&self) -> usize {
-        self.workers.len() + self.starting + self.specialising
+        self.entries.len() + self.starting + self.specialising
     }
 
     /// Hands a slot of `sandbox` to the first queued call that still waits.
@@ -203,7 +203,7 @@ impl State {
 
         // 1. A running container with a free slot, most recently used first.
         let running = f
-            .workers
+            .entries
             .iter_mut()
             .filter(|w| matches!(w.phase, Phase::Busy | Phase::Idle) && w.in_flight < concurrency)
             .max_by_key(|w| (w.in_flight > 0, w.last_used));
@@ -214,7 +214,7 @@ impl State {
         }
         // 2. A paused one.
         if let Some(w) = f
-            .workers
+            .entries
             .iter_mut()
             .filter(|w| w.phase == Phase::Paused)
             .max_by_key(|w| w.last_used)
@@ -275,7 +275,7 @@ impl State {
         // Candidates: (paused first, least recently used first).
         let mut candidates: Vec<(bool, Instant, Option<String>, String, u64)> = Vec::new();
         for (name, f) in &self.functions {
-            for w in &f.workers {
+            for w in &f.entries {
                 if matches!(w.phase, Phase::Paused | Phase::Idle) {
                     candidates.push((
                         w.phase != Phase::Paused,
@@ -333,8 +333,8 @@ impl State {
         let Some(f) = self.functions.get_mut(function) else {
             return;
         };
-        if let Some(i) = f.workers.iter().position(|w| w.sandbox.id == id) {
-            let w = f.workers.remove(i);
+        if let Some(i) = f.entries.iter().position(|w| w.sandbox.id == id) {
+            let w = f.entries.remove(i);
             self.used_mb -= w.sandbox.memory_mb.max(0) as u64;
             self.retired.push(w.sandbox);
         }
@@ -349,7 +349,7 @@ impl State {
         }
         f.version = version.to_string();
         let ids: Vec<String> = f
-            .workers
+            .entries
             .iter()
             .filter(|w| w.in_flight == 0 && w.phase != Phase::Pausing)
             .map(|w| w.sandbox.id.clone())
@@ -366,7 +366,7 @@ impl State {
     }
 
     pub fn unpaused(&mut self, sandbox: &Sandbox) {
-        if let Some(w) = self.worker(&sandbox.function, &sandbox.id) {
+        if let Some(w) = self.entry(&sandbox.function, &sandbox.id) {
             w.set_phase(&sandbox.function, Phase::Busy);
         }
     }
@@ -375,10 +375,10 @@ impl State {
     pub fn specialised(&mut self, generic: &Sandbox, sandbox: Arc<Sandbox>, function: &Function) {
         let f = self.functions.entry(function.name.clone()).or_default();
         f.specialising -= 1;
-        let mut worker = Worker::new(sandbox);
-        worker.in_flight = 1;
+        let mut entry = Entry::new(sandbox);
+        entry.in_flight = 1;
         tracing::debug!(function = %function.name, sandbox = %generic.id, "specialising -> busy");
-        f.workers.push(worker);
+        f.entries.push(entry);
     }
 
     /// Specialising failed; the container was removed by the sandbox layer.
@@ -452,19 +452,19 @@ impl State {
             return false;
         }
         tracing::debug!(function = %function.name, sandbox = %sandbox.id, "creating -> ready");
-        let mut worker = Worker::new(sandbox.clone());
+        let mut entry = Entry::new(sandbox.clone());
         let concurrency = f.concurrency();
         let mut first = true;
-        while worker.in_flight < concurrency && f.grant(&sandbox, first.then_some(init)) {
-            worker.in_flight += 1;
+        while entry.in_flight < concurrency && f.grant(&sandbox, first.then_some(init)) {
+            entry.in_flight += 1;
             first = false;
         }
-        let idle = worker.in_flight == 0;
+        let idle = entry.in_flight == 0;
         if idle {
-            worker.set_phase(&function.name, Phase::Idle);
-            worker.pause_after = Instant::now() + grace;
+            entry.set_phase(&function.name, Phase::Idle);
+            entry.pause_after = Instant::now() + grace;
         }
-        f.workers.push(worker);
+        f.entries.push(entry);
         idle
     }
 
@@ -478,7 +478,7 @@ impl State {
             return false;
         };
         let stale = f.version != sandbox.version;
-        let Some(i) = f.workers.iter().position(|w| w.sandbox.id == sandbox.id) else {
+        let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
             return false;
         };
         if remove || stale {
@@ -486,17 +486,17 @@ impl State {
             return false;
         }
         let now = Instant::now();
-        let w = &mut f.workers[i];
+        let w = &mut f.entries[i];
         w.in_flight -= 1;
         w.last_used = now;
         if !f.waiters.is_empty() {
             let handed = w.sandbox.clone();
             if f.grant(&handed, None) {
-                f.workers[i].in_flight += 1;
+                f.entries[i].in_flight += 1;
                 return false;
             }
         }
-        let w = &mut f.workers[i];
+        let w = &mut f.entries[i];
         if w.in_flight > 0 {
             return false;
         }
@@ -511,7 +511,7 @@ impl State {
         let now = Instant::now();
         let mut due = Vec::new();
         for (name, f) in &mut self.functions {
-            for w in &mut f.workers {
+            for w in &mut f.entries {
                 if w.phase == Phase::Idle && w.pause_after <= now {
                     w.set_phase(name, Phase::Pausing);
                     due.push(w.sandbox.clone());
@@ -530,14 +530,14 @@ impl State {
             return;
         };
         let stale = f.version != sandbox.version;
-        let Some(i) = f.workers.iter().position(|w| w.sandbox.id == sandbox.id) else {
+        let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
             return;
         };
         if stale {
             self.detach(name, &sandbox.id);
             return;
         }
-        let w = &mut f.workers[i];
+        let w = &mut f.entries[i];
         if paused {
             w.set_phase(name, Phase::Paused);
             if !f.waiters.is_empty() {
@@ -549,7 +549,7 @@ impl State {
         w.pause_after = Instant::now() + grace;
         let handed = w.sandbox.clone();
         if f.grant(&handed, None) {
-            let w = &mut f.workers[i];
+            let w = &mut f.entries[i];
             w.in_flight += 1;
             w.set_phase(name, Phase::Busy);
         }
@@ -559,7 +559,7 @@ impl State {
     pub fn expire(&mut self, keep_alive: Duration) {
         let mut expired = Vec::new();
         for (name, f) in &self.functions {
-            for w in &f.workers {
+            for w in &f.entries {
                 if matches!(w.phase, Phase::Idle | Phase::Paused)
                     && w.last_used.elapsed() >= keep_alive
                 {
@@ -573,10 +573,10 @@ impl State {
         }
     }
 
-    fn worker(&mut self, function: &str, id: &str) -> Option<&mut Worker> {
+    fn entry(&mut self, function: &str, id: &str) -> Option<&mut Entry> {
         self.functions
             .get_mut(function)?
-            .workers
+            .entries
             .iter_mut()
             .find(|w| w.sandbox.id == id)
     }
@@ -653,7 +653,7 @@ impl State {
 
     pub fn containers(&self, name: &str) -> Vec<ContainerView> {
         self.functions.get(name).map_or_else(Vec::new, |f| {
-            f.workers
+            f.entries
                 .iter()
                 .map(|w| ContainerView {
                     sandbox: w.sandbox.id.clone(),
@@ -676,7 +676,7 @@ impl State {
         for f in self.functions.values() {
             s.starting += f.starting + f.specialising;
             s.queued += f.waiters.len();
-            for w in &f.workers {
+            for w in &f.entries {
                 match w.phase {
                     Phase::Busy | Phase::Unpausing => s.busy += 1,
                     Phase::Idle | Phase::Pausing => s.idle += 1,
@@ -693,7 +693,7 @@ impl State {
         let mut taken = Vec::new();
         for f in self.functions.values_mut() {
             f.waiters.clear();
-            taken.extend(f.workers.drain(..).map(|w| w.sandbox));
+            taken.extend(f.entries.drain(..).map(|w| w.sandbox));
         }
         taken.extend(self.prewarmed.drain(..).map(|p| p.sandbox));
         for sandbox in &taken {

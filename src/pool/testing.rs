@@ -17,7 +17,7 @@ pub fn settings() -> PoolSettings {
     .unwrap()
     .pool;
     s.queue_length = 10;
-    s.memory_mb = 10_000;
+    s.memory_budget_mb = 10_000;
     s.prewarm = 0;
     s.prewarm_runtimes = vec!["python".into()];
     s.prewarm_memory_mb = 128;

@@ -223,7 +223,7 @@ async fn discarded_lease_removes_its_container() {
 #[tokio::test]
 async fn short_budget_evicts_the_least_recently_used_paused_container() {
     let mut s = settings();
-    s.memory_mb = 256;
+    s.memory_budget_mb = 256;
     s.pause_grace = Duration::from_millis(1);
     let (pool, engine) = pool(s);
     let (a, b, c) = (
