@@ -72,10 +72,7 @@ impl Application {
         let sandboxes = Sandboxes::new(
             docker,
             settings.clone(),
-            HashMap::from([
-                (Runtime::Python.as_str().to_string(), python_image),
-                (Runtime::Node.as_str().to_string(), node_image),
-            ]),
+            HashMap::from([(Runtime::Python, python_image), (Runtime::Node, node_image)]),
         );
         sandboxes.ensure_network().await?;
         let left = sandboxes.remove_leftovers().await?;

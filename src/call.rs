@@ -7,10 +7,10 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::function::FunctionSpec;
 use crate::meter::billed_ms;
 use crate::pool::AcquireError;
 use crate::sandbox::{Failure, Payload, Reply};
-use crate::store::functions::Function;
 use crate::store::invocations::Invocation as Record;
 
 /// How a call ended.
@@ -121,7 +121,7 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
 /// the container goes back to the pool and the call is still metered.
 pub async fn call(
     state: AppState,
-    function: Arc<Function>,
+    function: Arc<FunctionSpec>,
     request_id: Uuid,
     payload: Payload,
 ) -> CallResult {
@@ -137,7 +137,7 @@ pub async fn call(
 
 async fn run(
     state: &AppState,
-    function: &Arc<Function>,
+    function: &Arc<FunctionSpec>,
     request_id: Uuid,
     payload: Payload,
 ) -> CallResult {

@@ -13,6 +13,7 @@
 //! - [`catalog`]: function metadata for the call path, cached over Postgres.
 //! - [`code`]: zip intake (every check before anything is written) and the
 //!   content-addressed code store.
+//! - [`function`]: a deployed function as the call path sees it.
 //! - [`manifest`]: function names and `ol.yaml`.
 //! - [`images`]: runtime images, built from embedded contexts, tagged by digest.
 //! - [`packages`]: requirements resolved and installed once per host into
@@ -34,6 +35,7 @@ pub mod catalog;
 pub mod cli;
 pub mod code;
 pub mod config;
+pub mod function;
 pub mod images;
 pub mod labels;
 pub mod manifest;

@@ -35,8 +35,9 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::PoolSettings;
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
 use crate::sandbox::{engine, Engine, Failure, Sandbox};
-use crate::store::functions::Function;
 use state::{Grant, Leave, State};
 
 /// Why no container could be had for a call.
@@ -154,7 +155,7 @@ impl Pool {
     /// Gets a container slot running `function`'s current version for one call.
     pub async fn acquire(
         &self,
-        function: &Arc<Function>,
+        function: &Arc<FunctionSpec>,
         code: &Path,
     ) -> Result<Lease, AcquireError> {
         let inner = &self.inner;
@@ -264,9 +265,13 @@ impl Pool {
         self.inner.state.lock().unwrap().status()
     }
 
-    /// Waits until `n` prewarmed `runtime` containers are ready
+    /// Waits until `n` prewarmed `runtime` containers are ready; `runtime`
+    /// as in `OL_POOL_PREWARM_RUNTIMES` (false for an unknown one)
     /// (benchmarks, tests).
     pub async fn wait_prewarmed(&self, runtime: &str, n: usize, limit: Duration) -> bool {
+        let Ok(runtime) = Runtime::parse(runtime) else {
+            return false;
+        };
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.inner.state.lock().unwrap().prewarmed_count(runtime) >= n {

@@ -13,8 +13,9 @@ use tokio::sync::oneshot;
 use super::entry::{Entry, Phase};
 use super::{ContainerView, PoolStatus, Step};
 use crate::config::PoolSettings;
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
 use crate::sandbox::{Failure, Sandbox};
-use crate::store::functions::Function;
 
 /// What a queued call is sent when its turn comes.
 pub(crate) enum Grant {
@@ -52,8 +53,8 @@ struct Waiter {
 
 /// A generic container, started and (normally) paused, with no code yet.
 struct Prewarmed {
-    /// The runtime it runs (`python`, `node`).
-    runtime: String,
+    /// The runtime it runs.
+    runtime: Runtime,
     sandbox: Arc<Sandbox>,
     paused: bool,
     since: Instant,
@@ -64,7 +65,7 @@ struct FunctionState {
     /// The code version containers must run; others are retired.
     version: String,
     /// The function as last called, for starts made on behalf of the queue.
-    latest: Option<(Arc<Function>, PathBuf)>,
+    latest: Option<(Arc<FunctionSpec>, PathBuf)>,
     entries: Vec<Entry>,
     /// Containers being created for this function.
     starting: usize,
@@ -119,7 +120,7 @@ pub(crate) struct State {
     functions: HashMap<String, FunctionState>,
     prewarmed: Vec<Prewarmed>,
     /// Generic containers being created, by runtime.
-    prewarming: HashMap<String, usize>,
+    prewarming: HashMap<Runtime, usize>,
     /// Memory of every container counted by its limit (creating ones too), MB.
     used_mb: u64,
     budget_mb: u64,
@@ -127,7 +128,7 @@ pub(crate) struct State {
     /// Containers taken out of the pool, to be removed outside the lock.
     retired: Vec<Arc<Sandbox>>,
     /// Containers to start for queued calls, outside the lock.
-    starts: Vec<(Arc<Function>, PathBuf)>,
+    starts: Vec<(Arc<FunctionSpec>, PathBuf)>,
 }
 
 impl State {
@@ -150,7 +151,7 @@ impl State {
 
     /// Decides, for every function with queued calls, which containers to
     /// start, and returns them (called after every change of state).
-    pub fn take_starts(&mut self) -> Vec<(Arc<Function>, PathBuf)> {
+    pub fn take_starts(&mut self) -> Vec<(Arc<FunctionSpec>, PathBuf)> {
         let names: Vec<String> = self
             .functions
             .iter()
@@ -181,7 +182,7 @@ impl State {
     /// Picks the cheapest way to serve a call of `function`.
     pub fn choose(
         &mut self,
-        function: &Arc<Function>,
+        function: &Arc<FunctionSpec>,
         code: &Path,
         settings: &PoolSettings,
     ) -> Result<Step, Refusal> {
@@ -372,7 +373,12 @@ impl State {
     }
 
     /// A prewarmed container now serves `function`.
-    pub fn specialised(&mut self, generic: &Sandbox, sandbox: Arc<Sandbox>, function: &Function) {
+    pub fn specialised(
+        &mut self,
+        generic: &Sandbox,
+        sandbox: Arc<Sandbox>,
+        function: &FunctionSpec,
+    ) {
         let f = self.functions.entry(function.name.clone()).or_default();
         f.specialising -= 1;
         let mut entry = Entry::new(sandbox);
@@ -382,7 +388,7 @@ impl State {
     }
 
     /// Specialising failed; the container was removed by the sandbox layer.
-    pub fn forget_specialising(&mut self, _generic: &Sandbox, function: &Function) {
+    pub fn forget_specialising(&mut self, _generic: &Sandbox, function: &FunctionSpec) {
         if let Some(f) = self.functions.get_mut(&function.name) {
             f.specialising -= 1;
         }
@@ -412,7 +418,7 @@ impl State {
     /// slots to queued calls. True when it went idle (no one was waiting).
     pub fn started(
         &mut self,
-        function: &Function,
+        function: &FunctionSpec,
         started: Result<(Sandbox, Duration), Failure>,
         closed: bool,
         grace: Duration,
@@ -587,7 +593,7 @@ impl State {
     /// `target`; their memory is reserved (never by evicting anything).
     pub fn want_prewarm(
         &mut self,
-        runtime: &str,
+        runtime: Runtime,
         target: usize,
         memory_mb: u64,
         in_parallel: usize,
@@ -599,7 +605,7 @@ impl State {
             .count();
         let mut n = 0;
         loop {
-            let creating = self.prewarming.get(runtime).copied().unwrap_or(0);
+            let creating = self.prewarming.get(&runtime).copied().unwrap_or(0);
             if ready + creating >= target
                 || self.prewarming.values().sum::<usize>() >= in_parallel
                 || self.used_mb + memory_mb > self.budget_mb
@@ -607,17 +613,17 @@ impl State {
                 return n;
             }
             self.used_mb += memory_mb;
-            *self.prewarming.entry(runtime.to_string()).or_default() += 1;
+            *self.prewarming.entry(runtime).or_default() += 1;
             n += 1;
         }
     }
 
     /// A generic container is ready: queued calls are told to look again.
-    pub fn prewarmed(&mut self, runtime: &str, sandbox: Arc<Sandbox>, paused: bool) {
+    pub fn prewarmed(&mut self, runtime: Runtime, sandbox: Arc<Sandbox>, paused: bool) {
         self.prewarm_done(runtime);
-        tracing::debug!(runtime, sandbox = %sandbox.id, paused, "creating -> prewarmed");
+        tracing::debug!(runtime = runtime.as_str(), sandbox = %sandbox.id, paused, "creating -> prewarmed");
         self.prewarmed.push(Prewarmed {
-            runtime: runtime.to_string(),
+            runtime,
             sandbox,
             paused,
             since: Instant::now(),
@@ -630,19 +636,19 @@ impl State {
         }
     }
 
-    pub fn prewarm_failed(&mut self, runtime: &str, memory_mb: u64) {
+    pub fn prewarm_failed(&mut self, runtime: Runtime, memory_mb: u64) {
         self.prewarm_done(runtime);
         self.used_mb -= memory_mb;
     }
 
-    fn prewarm_done(&mut self, runtime: &str) {
-        if let Some(n) = self.prewarming.get_mut(runtime) {
+    fn prewarm_done(&mut self, runtime: Runtime) {
+        if let Some(n) = self.prewarming.get_mut(&runtime) {
             *n = n.saturating_sub(1);
         }
     }
 
     /// Prewarmed containers of `runtime` ready now.
-    pub fn prewarmed_count(&self, runtime: &str) -> usize {
+    pub fn prewarmed_count(&self, runtime: Runtime) -> usize {
         self.prewarmed
             .iter()
             .filter(|p| p.runtime == runtime)
@@ -726,7 +732,7 @@ mod tests {
         s
     }
 
-    fn sandbox(id: &str, f: &Function) -> Sandbox {
+    fn sandbox(id: &str, f: &FunctionSpec) -> Sandbox {
         Sandbox {
             id: id.into(),
             container_id: format!("c-{id}"),
@@ -753,7 +759,7 @@ mod tests {
     }
 
     /// Starts a container for `f` through the queue; returns it leased.
-    fn busy_container(state: &mut State, f: &Arc<Function>, id: &str) -> Arc<Sandbox> {
+    fn busy_container(state: &mut State, f: &Arc<FunctionSpec>, id: &str) -> Arc<Sandbox> {
         let mut grant = wait(state.choose(f, Path::new("/code"), &settings(10)));
         assert_eq!(state.take_starts().len(), 1);
         state.started(
@@ -770,7 +776,7 @@ mod tests {
     }
 
     /// Starts a container for `f` and leaves it idle.
-    fn idle_container(state: &mut State, f: &Arc<Function>, id: &str) -> Arc<Sandbox> {
+    fn idle_container(state: &mut State, f: &Arc<FunctionSpec>, id: &str) -> Arc<Sandbox> {
         let sandbox = busy_container(state, f, id);
         assert!(
             state.release(&sandbox, false, GRACE),
@@ -902,21 +908,21 @@ mod tests {
     fn prewarmed_container_of_the_runtime_is_taken_before_starting_one() {
         let mut state = State::new(10_000);
         let f = function("a", 256, 1, 5);
-        assert_eq!(state.want_prewarm("python", 1, 128, 4), 1);
+        assert_eq!(state.want_prewarm(Runtime::Python, 1, 128, 4), 1);
         assert_eq!(
-            state.want_prewarm("python", 1, 128, 4),
+            state.want_prewarm(Runtime::Python, 1, 128, 4),
             0,
             "one is on its way"
         );
-        assert_eq!(state.want_prewarm("node", 1, 128, 4), 1);
+        assert_eq!(state.want_prewarm(Runtime::Node, 1, 128, 4), 1);
         let generic = |id: &str| Sandbox {
             function: String::new(),
             version: String::new(),
             memory_mb: 128,
             ..sandbox(id, &f)
         };
-        state.prewarmed("python", Arc::new(generic("py")), true);
-        state.prewarmed("node", Arc::new(generic("js")), true);
+        state.prewarmed(Runtime::Python, Arc::new(generic("py")), true);
+        state.prewarmed(Runtime::Node, Arc::new(generic("js")), true);
         assert_eq!(state.status().used_mb, 256);
         match state.choose(&f, Path::new("/c"), &settings(10)) {
             Ok(Step::Specialise { generic, paused }) => {
@@ -932,8 +938,8 @@ mod tests {
         );
         assert_eq!(
             (
-                state.prewarmed_count("python"),
-                state.prewarmed_count("node")
+                state.prewarmed_count(Runtime::Python),
+                state.prewarmed_count(Runtime::Node)
             ),
             (0, 1)
         );

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::types::Json;
-
 use crate::config::PoolSettings;
-use crate::store::functions::Function;
+use crate::function::FunctionSpec;
 
 /// Pool settings for tests: no prewarming, a long pause grace and
 /// keep-alive (nothing happens on its own), short queue and start limits.
@@ -30,20 +28,18 @@ pub fn settings() -> PoolSettings {
 
 /// A Python function of `memory_mb`, `concurrency` calls per container and
 /// at most `max` containers.
-pub fn function(name: &str, memory_mb: i32, concurrency: i32, max: i32) -> Arc<Function> {
-    Arc::new(Function {
+pub fn function(name: &str, memory_mb: i32, concurrency: i32, max: i32) -> Arc<FunctionSpec> {
+    Arc::new(FunctionSpec {
         name: name.into(),
         version: "v1".into(),
-        runtime: "python".into(),
+        runtime: crate::manifest::Runtime::Python,
         handler: "f.f".into(),
         memory_mb,
         timeout_ms: 1000,
-        environment: Json(Default::default()),
+        environment: Default::default(),
         http_methods: None,
         concurrency,
         max_concurrency: max,
         packages: Vec::new(),
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
     })
 }

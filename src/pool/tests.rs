@@ -43,7 +43,7 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-async fn acquire(pool: &Pool, f: &Arc<crate::store::functions::Function>) -> Lease {
+async fn acquire(pool: &Pool, f: &Arc<crate::function::FunctionSpec>) -> Lease {
     pool.acquire(f, Path::new(CODE)).await.expect("a container")
 }
 

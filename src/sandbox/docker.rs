@@ -21,10 +21,11 @@ use super::layout::{self, container_name, link_tree, prepare_dir};
 use super::protocol::{self, error_parts, request, LoadSpec, Payload, Reply};
 use super::{Failure, Sandbox};
 use crate::config::Settings;
+use crate::function::FunctionSpec;
 use crate::labels::{
     LABEL_FUNCTION, LABEL_INSTANCE, LABEL_PREWARMED, LABEL_SANDBOX, LABEL_VERSION,
 };
-use crate::store::functions::Function;
+use crate::manifest::Runtime;
 
 /// The Docker engine: starts, drives and removes sandboxes.
 #[derive(Clone)]
@@ -32,12 +33,12 @@ pub struct Sandboxes {
     pub(super) docker: Docker,
     pub(super) settings: Arc<Settings>,
     root: PathBuf,
-    /// Runtime name -> image tag.
-    images: Arc<HashMap<String, String>>,
+    /// Runtime -> image tag.
+    images: Arc<HashMap<Runtime, String>>,
 }
 
 impl Sandboxes {
-    pub fn new(docker: Docker, settings: Arc<Settings>, images: HashMap<String, String>) -> Self {
+    pub fn new(docker: Docker, settings: Arc<Settings>, images: HashMap<Runtime, String>) -> Self {
         let root = settings.data_dir.join("sandboxes");
         Self {
             docker,
@@ -84,9 +85,9 @@ impl Sandboxes {
     /// [`super::engine::specialise`] later turns into any function's container.
     pub async fn create(
         &self,
-        runtime: &str,
+        runtime: Runtime,
         memory_mb: i32,
-        function: Option<&Function>,
+        function: Option<&FunctionSpec>,
     ) -> Result<Sandbox, Failure> {
         let id = layout::new_id();
         let dir = self.root.join(&id);
@@ -109,7 +110,11 @@ impl Sandboxes {
         }
     }
 
-    async fn create_container(&self, sandbox: &mut Sandbox, runtime: &str) -> Result<(), Failure> {
+    async fn create_container(
+        &self,
+        sandbox: &mut Sandbox,
+        runtime: Runtime,
+    ) -> Result<(), Failure> {
         let pool = &self.settings.pool;
         let memory = i64::from(sandbox.memory_mb) * 1024 * 1024;
         let mut labels = HashMap::from([
@@ -117,7 +122,7 @@ impl Sandboxes {
             (LABEL_INSTANCE.to_string(), self.settings.instance.clone()),
         ]);
         let name = if sandbox.function.is_empty() {
-            labels.insert(LABEL_PREWARMED.to_string(), runtime.to_string());
+            labels.insert(LABEL_PREWARMED.to_string(), runtime.as_str().to_string());
             format!("ol-warm-{}", sandbox.id)
         } else {
             labels.insert(LABEL_FUNCTION.to_string(), sandbox.function.clone());
@@ -177,7 +182,7 @@ impl Sandboxes {
     pub async fn load(
         &self,
         sandbox: &Sandbox,
-        function: &Function,
+        function: &FunctionSpec,
         code_dir: &Path,
     ) -> Result<Duration, Failure> {
         let started = Instant::now();
@@ -198,7 +203,7 @@ impl Sandboxes {
             dir: layout::CODE_IN_CONTAINER,
             module,
             function: func,
-            env: &function.environment.0,
+            env: &function.environment,
             packages: function.package_paths(),
             function_name: &function.name,
             version: &function.version,
@@ -241,11 +246,11 @@ impl Sandboxes {
             .with_context(|| format!("updating container {}", sandbox.container_id))
     }
 
-    fn image_for(&self, runtime: &str) -> anyhow::Result<String> {
+    fn image_for(&self, runtime: Runtime) -> anyhow::Result<String> {
         self.images
-            .get(runtime)
+            .get(&runtime)
             .cloned()
-            .ok_or_else(|| anyhow!("no image for runtime {runtime:?}"))
+            .ok_or_else(|| anyhow!("no image for runtime {}", runtime.as_str()))
     }
 
     /// Sends one call to the handler, within `timeout`.
@@ -353,9 +358,9 @@ fn cpu_shares(memory_mb: i32) -> i64 {
 impl Engine for Sandboxes {
     fn create<'a>(
         &'a self,
-        runtime: &'a str,
+        runtime: Runtime,
         memory_mb: i32,
-        function: Option<&'a Function>,
+        function: Option<&'a FunctionSpec>,
     ) -> EngineFuture<'a, Result<Sandbox, Failure>> {
         Box::pin(Sandboxes::create(self, runtime, memory_mb, function))
     }
@@ -363,7 +368,7 @@ impl Engine for Sandboxes {
     fn load<'a>(
         &'a self,
         sandbox: &'a Sandbox,
-        function: &'a Function,
+        function: &'a FunctionSpec,
         code: &'a Path,
     ) -> EngineFuture<'a, Result<Duration, Failure>> {
         Box::pin(Sandboxes::load(self, sandbox, function, code))

@@ -13,7 +13,8 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use super::{Failure, Sandbox};
-use crate::store::functions::Function;
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
 
 /// A boxed, sendable future borrowing from the engine and its arguments.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -25,9 +26,9 @@ pub trait Engine: Send + Sync + 'static {
     /// `runtime`. On failure nothing is left behind.
     fn create<'a>(
         &'a self,
-        runtime: &'a str,
+        runtime: Runtime,
         memory_mb: i32,
-        function: Option<&'a Function>,
+        function: Option<&'a FunctionSpec>,
     ) -> EngineFuture<'a, Result<Sandbox, Failure>>;
 
     /// Puts `function`'s code into the sandbox and loads the handler;
@@ -35,7 +36,7 @@ pub trait Engine: Send + Sync + 'static {
     fn load<'a>(
         &'a self,
         sandbox: &'a Sandbox,
-        function: &'a Function,
+        function: &'a FunctionSpec,
         code: &'a Path,
     ) -> EngineFuture<'a, Result<Duration, Failure>>;
 
@@ -63,11 +64,11 @@ pub trait Engine: Send + Sync + 'static {
 /// sandbox and the load time; on failure the container is removed.
 pub async fn start(
     engine: &dyn Engine,
-    function: &Function,
+    function: &FunctionSpec,
     code: &Path,
 ) -> Result<(Sandbox, Duration), Failure> {
     let sandbox = engine
-        .create(&function.runtime, function.memory_mb, Some(function))
+        .create(function.runtime, function.memory_mb, Some(function))
         .await?;
     match engine.load(&sandbox, function, code).await {
         Ok(load_time) => Ok((sandbox, load_time)),
@@ -86,7 +87,7 @@ pub async fn specialise(
     engine: &dyn Engine,
     generic: &Sandbox,
     paused: bool,
-    function: &Function,
+    function: &FunctionSpec,
     code: &Path,
 ) -> Result<(Sandbox, Duration), Failure> {
     let started = Instant::now();

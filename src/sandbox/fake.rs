@@ -12,7 +12,8 @@ use anyhow::anyhow;
 
 use super::engine::{Engine, EngineFuture};
 use super::{Failure, Sandbox};
-use crate::store::functions::Function;
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
 
 /// An engine operation, for the log, failures and delays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,9 +95,9 @@ fn injected(op: Op) -> anyhow::Error {
 impl Engine for FakeEngine {
     fn create<'a>(
         &'a self,
-        _runtime: &'a str,
+        _runtime: Runtime,
         memory_mb: i32,
-        function: Option<&'a Function>,
+        function: Option<&'a FunctionSpec>,
     ) -> EngineFuture<'a, Result<Sandbox, Failure>> {
         Box::pin(async move {
             let id = {
@@ -123,7 +124,7 @@ impl Engine for FakeEngine {
     fn load<'a>(
         &'a self,
         sandbox: &'a Sandbox,
-        _function: &'a Function,
+        _function: &'a FunctionSpec,
         _code: &'a Path,
     ) -> EngineFuture<'a, Result<Duration, Failure>> {
         Box::pin(async move {
