@@ -186,7 +186,7 @@ impl Pool {
                         return Ok(inner.lease(sandbox, None));
                     }
                     Err(e) => {
-                        tracing::warn!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
+                        tracing::warn!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, error = %e,
                             "unpause failed; removing the container");
                         inner.discard(&sandbox);
                     }
@@ -318,7 +318,7 @@ impl Inner {
     fn remove_later(self: &Arc<Self>, sandbox: Arc<Sandbox>) {
         let inner = self.clone();
         tokio::spawn(async move {
-            tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, "-> removing");
+            tracing::debug!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, "-> removing");
             inner.engine.remove(&sandbox).await;
         });
     }
@@ -331,7 +331,9 @@ impl Inner {
 
     /// Takes a container out of the pool and removes it.
     fn discard(self: &Arc<Self>, sandbox: &Arc<Sandbox>) {
-        self.update(|state| state.detach(&sandbox.function, &sandbox.id));
+        if let Some((function, _)) = sandbox.serves() {
+            self.update(|state| state.detach(function, &sandbox.id));
+        }
     }
 
     /// The one way to change the state: under the lock, `change`; then,
@@ -380,7 +382,7 @@ impl Inner {
         let paused = self.engine.pause(&sandbox).await;
         if let Err(e) = &paused {
             // Normal under load on cgroup v1: keep it running.
-            tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
+            tracing::debug!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, error = %e,
                 "pause failed; the container stays running");
         }
         self.state

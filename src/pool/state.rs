@@ -367,8 +367,11 @@ impl State {
     }
 
     pub fn unpaused(&mut self, sandbox: &Sandbox) {
-        if let Some(w) = self.entry(&sandbox.function, &sandbox.id) {
-            w.set_phase(&sandbox.function, Phase::Busy);
+        let Some((name, _)) = sandbox.serves() else {
+            return;
+        };
+        if let Some(w) = self.entry(name, &sandbox.id) {
+            w.set_phase(name, Phase::Busy);
         }
     }
 
@@ -451,7 +454,7 @@ impl State {
                 return false;
             }
         };
-        if closed || f.version != sandbox.version {
+        if closed || sandbox.serves().map(|(_, v)| v) != Some(f.version.as_str()) {
             self.used_mb -= mb;
             self.retired.push(sandbox);
             f.nudge();
@@ -477,13 +480,15 @@ impl State {
     /// A call's lease ended: hand the slot to the next queued call, or let
     /// the container go idle (true), or remove it.
     pub fn release(&mut self, sandbox: &Arc<Sandbox>, remove: bool, grace: Duration) -> bool {
-        let name = sandbox.function.as_str();
-        let Some(f) = self.functions.get_mut(name) else {
+        let served = sandbox.serves();
+        let Some(((name, version), f)) =
+            served.and_then(|(name, v)| Some(((name, v), self.functions.get_mut(name)?)))
+        else {
             self.used_mb -= sandbox.memory_mb.max(0) as u64;
             self.retired.push(sandbox.clone());
             return false;
         };
-        let stale = f.version != sandbox.version;
+        let stale = f.version != version;
         let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
             return false;
         };
@@ -531,11 +536,13 @@ impl State {
     /// (and find the paused container); a failed pause leaves it idle, to be
     /// tried again after another grace period.
     pub fn pause_done(&mut self, sandbox: &Sandbox, paused: bool, grace: Duration) {
-        let name = sandbox.function.as_str();
+        let Some((name, version)) = sandbox.serves() else {
+            return;
+        };
         let Some(f) = self.functions.get_mut(name) else {
             return;
         };
-        let stale = f.version != sandbox.version;
+        let stale = f.version != version;
         let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
             return;
         };
@@ -737,8 +744,7 @@ mod tests {
             id: id.into(),
             container_id: format!("c-{id}"),
             dir: PathBuf::from("/nowhere"),
-            function: f.name.clone(),
-            version: f.version.clone(),
+            kind: crate::sandbox::Kind::of(f.runtime, Some(f)),
             memory_mb: f.memory_mb,
             memory_peak: Default::default(),
         }
@@ -916,8 +922,7 @@ mod tests {
         );
         assert_eq!(state.want_prewarm(Runtime::Node, 1, 128, 4), 1);
         let generic = |id: &str| Sandbox {
-            function: String::new(),
-            version: String::new(),
+            kind: crate::sandbox::Kind::Generic(Runtime::Python),
             memory_mb: 128,
             ..sandbox(id, &f)
         };

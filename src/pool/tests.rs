@@ -108,7 +108,7 @@ async fn prewarmed_container_is_specialised_before_a_new_one() {
     let f = function("a", 256, 1, 5);
     let lease = acquire(&pool, &f).await;
     assert!(lease.cold(), "specialising is a cold start");
-    assert_eq!(lease.sandbox().function, "a");
+    assert_eq!(lease.sandbox().serves(), Some(("a", "v1")));
     assert_eq!(lease.sandbox().memory_mb, 256);
     assert_eq!(
         ops_on(&engine, &lease.sandbox().id),
@@ -155,7 +155,7 @@ async fn failed_specialisation_fails_the_call_and_removes_the_container() {
         );
         // The next call works.
         let lease = acquire(&pool, &f).await;
-        assert_eq!(lease.sandbox().function, "a");
+        assert_eq!(lease.sandbox().serves(), Some(("a", "v1")));
     }
 }
 

@@ -19,7 +19,7 @@ use super::cgroup::MemoryPeak;
 use super::engine::{Engine, EngineFuture};
 use super::layout::{self, container_name, link_tree, prepare_dir};
 use super::protocol::{self, error_parts, request, LoadSpec, Payload, Reply};
-use super::{Failure, Sandbox};
+use super::{Failure, Kind, Sandbox};
 use crate::config::Settings;
 use crate::function::FunctionSpec;
 use crate::labels::{
@@ -96,8 +96,7 @@ impl Sandboxes {
             id,
             container_id: String::new(),
             dir,
-            function: function.map(|f| f.name.clone()).unwrap_or_default(),
-            version: function.map(|f| f.version.clone()).unwrap_or_default(),
+            kind: Kind::of(runtime, function),
             memory_mb,
             memory_peak: MemoryPeak::default(),
         };
@@ -121,13 +120,16 @@ impl Sandboxes {
             (LABEL_SANDBOX.to_string(), sandbox.id.clone()),
             (LABEL_INSTANCE.to_string(), self.settings.instance.clone()),
         ]);
-        let name = if sandbox.function.is_empty() {
-            labels.insert(LABEL_PREWARMED.to_string(), runtime.as_str().to_string());
-            format!("ol-warm-{}", sandbox.id)
-        } else {
-            labels.insert(LABEL_FUNCTION.to_string(), sandbox.function.clone());
-            labels.insert(LABEL_VERSION.to_string(), sandbox.version.clone());
-            container_name(&sandbox.function, &sandbox.id)
+        let name = match sandbox.serves() {
+            None => {
+                labels.insert(LABEL_PREWARMED.to_string(), runtime.as_str().to_string());
+                format!("ol-warm-{}", sandbox.id)
+            }
+            Some((function, version)) => {
+                labels.insert(LABEL_FUNCTION.to_string(), function.to_string());
+                labels.insert(LABEL_VERSION.to_string(), version.to_string());
+                container_name(function, &sandbox.id)
+            }
         };
         let packages = crate::packages::Installer::cache_dir(&self.settings.data_dir);
         let host_config = HostConfig {
@@ -399,7 +401,7 @@ impl Engine for Sandboxes {
         let docker = self.docker.clone();
         let (id, name) = (
             sandbox.container_id.clone(),
-            container_name(&sandbox.function, &sandbox.id),
+            container_name(sandbox.function_or_dash(), &sandbox.id),
         );
         tokio::spawn(async move {
             let options = RenameContainerOptionsBuilder::default().name(&name).build();

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use super::{Failure, Sandbox};
+use super::{Failure, Kind, Sandbox};
 use crate::function::FunctionSpec;
 use crate::manifest::Runtime;
 
@@ -55,7 +55,7 @@ pub trait Engine: Send + Sync + 'static {
     /// cannot be removed now is found by label on the next start).
     fn remove<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, ()>;
 
-    /// A generic container now serves `sandbox.function`: a cosmetic rename,
+    /// A generic container now serves a function: a cosmetic rename,
     /// off the call path. Engines without names do nothing.
     fn specialised(&self, _sandbox: &Sandbox) {}
 }
@@ -95,8 +95,7 @@ pub async fn specialise(
         id: generic.id.clone(),
         container_id: generic.container_id.clone(),
         dir: generic.dir.clone(),
-        function: function.name.clone(),
-        version: function.version.clone(),
+        kind: Kind::of(function.runtime, Some(function)),
         memory_mb: function.memory_mb,
         memory_peak: generic.memory_peak.clone(),
     };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use super::engine::{Engine, EngineFuture};
-use super::{Failure, Sandbox};
+use super::{Failure, Kind, Sandbox};
 use crate::function::FunctionSpec;
 use crate::manifest::Runtime;
 
@@ -95,7 +95,7 @@ fn injected(op: Op) -> anyhow::Error {
 impl Engine for FakeEngine {
     fn create<'a>(
         &'a self,
-        _runtime: Runtime,
+        runtime: Runtime,
         memory_mb: i32,
         function: Option<&'a FunctionSpec>,
     ) -> EngineFuture<'a, Result<Sandbox, Failure>> {
@@ -112,8 +112,7 @@ impl Engine for FakeEngine {
             Ok(Sandbox {
                 container_id: format!("c-{id}"),
                 dir: PathBuf::from("/nonexistent").join(&id),
-                function: function.map(|f| f.name.clone()).unwrap_or_default(),
-                version: function.map(|f| f.version.clone()).unwrap_or_default(),
+                kind: Kind::of(runtime, function),
                 memory_mb,
                 memory_peak: Default::default(),
                 id,

@@ -25,6 +25,9 @@ pub mod layout;
 pub mod protocol;
 
 use std::path::PathBuf;
+
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
 use std::time::Duration;
 
 pub use cgroup::MemoryPeak;
@@ -39,16 +42,52 @@ pub struct Sandbox {
     pub id: String,
     pub container_id: String,
     pub dir: PathBuf,
-    /// The function it serves; empty for a generic prewarmed container.
-    pub function: String,
-    pub version: String,
+    /// Generic (prewarmed) or serving one function's code version.
+    pub kind: Kind,
     pub memory_mb: i32,
     pub memory_peak: MemoryPeak,
+}
+
+/// What a container is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Prewarmed: its runtime server is up with no code loaded; any function
+    /// of the runtime can take it ([`engine::specialise`]).
+    Generic(Runtime),
+    /// Runs one function's code version.
+    Function { name: String, version: String },
+}
+
+impl Kind {
+    /// `function`'s kind, or a generic one of `runtime` when there is none.
+    pub fn of(runtime: Runtime, function: Option<&FunctionSpec>) -> Self {
+        match function {
+            Some(f) => Kind::Function {
+                name: f.name.clone(),
+                version: f.version.clone(),
+            },
+            None => Kind::Generic(runtime),
+        }
+    }
 }
 
 impl Sandbox {
     pub fn socket(&self) -> PathBuf {
         self.dir.join(layout::SOCKET)
+    }
+
+    /// The function it serves and that function's code version; `None` for
+    /// a generic container.
+    pub fn serves(&self) -> Option<(&str, &str)> {
+        match &self.kind {
+            Kind::Function { name, version } => Some((name, version)),
+            Kind::Generic(_) => None,
+        }
+    }
+
+    /// The function it serves, for logs: `-` for a generic container.
+    pub fn function_or_dash(&self) -> &str {
+        self.serves().map_or("-", |(name, _)| name)
     }
 }
 
