@@ -16,7 +16,12 @@
 //! When its last call ends a container goes idle; after the pause grace it is
 //! paused, after the keep-alive removed. A failed pause is a normal outcome:
 //! the container just stays running. All state sits behind one
-//! `std::sync::Mutex`, held for short sections and never across an `.await`.
+//! `std::sync::Mutex`, held for short sections and never across an `.await`;
+//! every change goes through `Inner::update`, which then removes what the
+//! change retired and starts what queued calls are owed.
+//!
+//! The pool drives containers only through [`Engine`]: Docker in the
+//! manager, the in-memory fake in this module's unit tests (`tests.rs`).
 
 mod entry;
 mod prewarm;

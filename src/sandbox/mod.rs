@@ -9,7 +9,7 @@
 //!   isolation defaults, load, pause, unpause, update, remove, leftovers.
 //! - [`protocol`]: the runtime protocol's typed messages and the exchange;
 //!   the contract itself is `images/PROTOCOL.md`.
-//! - [`diagnose`]: why a runtime did not answer (OOM, exit, gone).
+//! - `diagnose`: why a runtime did not answer (OOM, exit, gone).
 //! - [`cgroup`]: per-call peak memory from the memory cgroup.
 //! - [`layout`]: sandbox directories on the host and code linking.
 //!
