@@ -72,10 +72,7 @@ impl Application {
         let sandboxes = Sandboxes::new(
             docker,
             settings.clone(),
-            HashMap::from([
-                (Runtime::Python.as_str().to_string(), python_image),
-                (Runtime::Node.as_str().to_string(), node_image),
-            ]),
+            HashMap::from([(Runtime::Python, python_image), (Runtime::Node, node_image)]),
         );
         sandboxes.ensure_network().await?;
         let left = sandboxes.remove_leftovers().await?;
@@ -86,7 +83,7 @@ impl Application {
             );
         }
         let code = CodeStore::new(&settings.data_dir);
-        let pool = Pool::new(sandboxes.clone(), settings.pool.clone());
+        let pool = Pool::new(Arc::new(sandboxes.clone()), settings.pool.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;

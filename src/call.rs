@@ -7,10 +7,10 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::function::FunctionSpec;
 use crate::meter::billed_ms;
 use crate::pool::AcquireError;
-use crate::sandbox::{Failure, Invocation, Reply};
-use crate::store::functions::Function;
+use crate::sandbox::{Failure, Payload, Reply};
 use crate::store::invocations::Invocation as Record;
 
 /// How a call ended.
@@ -30,20 +30,60 @@ pub struct CallResult {
     pub outcome: Outcome,
 }
 
+/// What a call's end means for its record, its bill and its HTTP answer, in
+/// one place: the `api` only renders it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallStatus {
+    /// The record's status word: success, error, timeout, oom, crashed,
+    /// throttled, platform_error or not_found.
+    pub word: &'static str,
+    /// Whether the call is billed (the handler ran, or tried to).
+    pub billed: bool,
+    /// The HTTP status the caller gets.
+    pub http: u16,
+}
+
+impl CallStatus {
+    const fn new(word: &'static str, billed: bool, http: u16) -> Self {
+        Self { word, billed, http }
+    }
+
+    /// A call of a function that does not exist.
+    pub const NOT_FOUND: Self = Self::new("not_found", false, 404);
+}
+
 impl Outcome {
-    /// The record's status word and whether the call is billed.
-    fn status(&self) -> (&'static str, bool) {
+    pub fn status(&self) -> CallStatus {
+        let failed = |f: &Failure, billed| match f {
+            Failure::Timeout(_) => CallStatus::new("timeout", billed, 504),
+            Failure::OutOfMemory(_) => CallStatus::new("oom", billed, 502),
+            Failure::Crashed(_) => CallStatus::new("crashed", billed, 502),
+            Failure::Load { .. } => CallStatus::new("error", billed, 500),
+            Failure::Platform(_) => CallStatus::new("platform_error", false, 500),
+        };
         match self {
-            Outcome::Handled(r) if r.raised => ("error", true),
-            Outcome::Handled(_) => ("success", true),
-            Outcome::Failed(Failure::Timeout(_)) => ("timeout", true),
-            Outcome::Failed(Failure::OutOfMemory(_)) => ("oom", true),
-            Outcome::Failed(Failure::Crashed(_)) => ("crashed", true),
-            Outcome::Failed(Failure::Load { .. }) => ("error", true),
-            Outcome::Failed(Failure::Platform(_)) => ("platform_error", false),
-            Outcome::NotStarted(AcquireError::Start(Failure::Load { .. })) => ("error", false),
-            Outcome::NotStarted(AcquireError::Throttled { .. }) => ("throttled", false),
-            Outcome::NotStarted(_) => ("platform_error", false),
+            Outcome::Handled(r) => {
+                // A handler's status that HTTP cannot carry is its error.
+                let http = if (100..=999).contains(&r.status) {
+                    r.status
+                } else {
+                    500
+                };
+                CallStatus::new(if r.raised { "error" } else { "success" }, true, http)
+            }
+            Outcome::Failed(failure) => failed(failure, true),
+            // No handler ran: never billed, and only broken code is the
+            // function's error; the rest is the platform's.
+            Outcome::NotStarted(AcquireError::Start(failure)) => match failure {
+                Failure::Load { .. } => failed(failure, false),
+                _ => CallStatus::new("platform_error", false, failed(failure, false).http),
+            },
+            Outcome::NotStarted(AcquireError::Throttled { .. }) => {
+                CallStatus::new("throttled", false, 429)
+            }
+            Outcome::NotStarted(AcquireError::ShuttingDown | AcquireError::TooLarge { .. }) => {
+                CallStatus::new("platform_error", false, 503)
+            }
         }
     }
 }
@@ -66,9 +106,9 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
         init_ms: None,
         wait_ms: 0,
         cold: false,
-        status: "not_found".into(),
-        http_status: 404,
-        billed: false,
+        status: CallStatus::NOT_FOUND.word.into(),
+        http_status: i32::from(CallStatus::NOT_FOUND.http),
+        billed: CallStatus::NOT_FOUND.billed,
         logs: None,
     };
     state.metrics.observe(&record);
@@ -81,11 +121,11 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
 /// the container goes back to the pool and the call is still metered.
 pub async fn call(
     state: AppState,
-    function: Arc<Function>,
+    function: Arc<FunctionSpec>,
     request_id: Uuid,
-    invocation: Invocation,
+    payload: Payload,
 ) -> CallResult {
-    let task = tokio::spawn(async move { run(&state, &function, request_id, invocation).await });
+    let task = tokio::spawn(async move { run(&state, &function, request_id, payload).await });
     match task.await {
         Ok(result) => result,
         Err(e) => CallResult {
@@ -97,9 +137,9 @@ pub async fn call(
 
 async fn run(
     state: &AppState,
-    function: &Arc<Function>,
+    function: &Arc<FunctionSpec>,
     request_id: Uuid,
-    invocation: Invocation,
+    payload: Payload,
 ) -> CallResult {
     let started_at = Utc::now();
     let queued = Instant::now();
@@ -119,7 +159,7 @@ async fn run(
             let sandbox = lease.sandbox();
             sandbox.memory_peak.reset();
             let began = Instant::now();
-            let result = state.sandboxes.invoke(sandbox, invocation, timeout).await;
+            let result = state.sandboxes.invoke(sandbox, payload, timeout).await;
             let duration = began.elapsed();
             peak_mb = sandbox.memory_peak.read_mb();
             let outcome = match result {
@@ -138,7 +178,8 @@ async fn run(
     tracing::debug!(%request_id, function = %function.name, wait_ms = wait.as_millis() as u64,
         duration_ms = duration.as_millis() as u64, cold, "call done");
 
-    let (status, billed) = outcome.status();
+    let status = outcome.status();
+    let billed = status.billed;
     let mut metered = duration;
     if state.settings.billing.bill_init {
         metered += init.unwrap_or_default();
@@ -162,8 +203,8 @@ async fn run(
         init_ms: init.map(|d| d.as_millis() as i64),
         wait_ms: wait.as_millis() as i64,
         cold,
-        status: status.to_string(),
-        http_status: i32::from(crate::api::invoke::http_status(&outcome).as_u16()),
+        status: status.word.to_string(),
+        http_status: i32::from(status.http),
         billed,
         logs: match &outcome {
             Outcome::Handled(reply) => reply.output.clone().filter(|o| !o.is_empty()),
@@ -175,5 +216,82 @@ async fn run(
     CallResult {
         request_id,
         outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn handled(status: u16, raised: bool) -> Outcome {
+        Outcome::Handled(Reply {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            output: None,
+            raised,
+            protocol: None,
+        })
+    }
+
+    #[test]
+    fn every_outcome_has_one_status() {
+        let load = || Failure::Load {
+            kind: "SyntaxError".into(),
+            message: "bad".into(),
+        };
+        let cases = [
+            (handled(201, false), ("success", true, 201)),
+            (handled(500, true), ("error", true, 500)),
+            (handled(42, false), ("success", true, 500)),
+            (
+                Outcome::Failed(Failure::Timeout(Duration::from_secs(1))),
+                ("timeout", true, 504),
+            ),
+            (
+                Outcome::Failed(Failure::OutOfMemory(128)),
+                ("oom", true, 502),
+            ),
+            (
+                Outcome::Failed(Failure::Crashed("x".into())),
+                ("crashed", true, 502),
+            ),
+            (Outcome::Failed(load()), ("error", true, 500)),
+            (
+                Outcome::Failed(Failure::Platform(anyhow::anyhow!("x"))),
+                ("platform_error", false, 500),
+            ),
+            (
+                Outcome::NotStarted(AcquireError::Start(load())),
+                ("error", false, 500),
+            ),
+            (
+                Outcome::NotStarted(AcquireError::Start(Failure::Crashed("x".into()))),
+                ("platform_error", false, 502),
+            ),
+            (
+                Outcome::NotStarted(AcquireError::Throttled {
+                    limit: 1,
+                    waited: Duration::ZERO,
+                }),
+                ("throttled", false, 429),
+            ),
+            (
+                Outcome::NotStarted(AcquireError::ShuttingDown),
+                ("platform_error", false, 503),
+            ),
+        ];
+        for (outcome, (word, billed, http)) in cases {
+            assert_eq!(
+                outcome.status(),
+                CallStatus { word, billed, http },
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(
+            (CallStatus::NOT_FOUND.word, CallStatus::NOT_FOUND.http),
+            ("not_found", 404)
+        );
     }
 }

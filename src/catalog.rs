@@ -15,7 +15,8 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::code::{inspect, CodeStore};
-use crate::store::functions::{self, Function};
+use crate::function::FunctionSpec;
+use crate::store::functions;
 
 #[derive(Clone)]
 pub struct Catalog {
@@ -29,7 +30,7 @@ pub struct Catalog {
 }
 
 /// A function and when it was read from Postgres.
-type Cached = (Instant, Arc<Function>);
+type Cached = (Instant, Arc<FunctionSpec>);
 
 /// How long a cached function is trusted without asking Postgres.
 const FRESH_FOR: Duration = Duration::from_secs(2);
@@ -44,7 +45,9 @@ impl Catalog {
         }
     }
 
-    pub async fn get(&self, name: &str) -> sqlx::Result<Option<Arc<Function>>> {
+    /// The function named `name`, or `None`. A stored row this manager
+    /// cannot read (an unknown runtime) is a decode error.
+    pub async fn get(&self, name: &str) -> sqlx::Result<Option<Arc<FunctionSpec>>> {
         if let Some((read, f)) = self.cache.lock().unwrap().get(name) {
             if read.elapsed() < FRESH_FOR {
                 return Ok(Some(f.clone()));
@@ -54,6 +57,8 @@ impl Catalog {
             self.invalidate(name);
             return Ok(None);
         };
+        let function =
+            FunctionSpec::try_from(function).map_err(|e| sqlx::Error::Decode(e.into()))?;
         let function = Arc::new(function);
         self.cache
             .lock()
@@ -68,7 +73,7 @@ impl Catalog {
 
     /// The unpacked code of `function`'s version, unpacking it from the zip
     /// in Postgres when this node does not have it yet.
-    pub async fn code_dir(&self, function: &Function) -> anyhow::Result<PathBuf> {
+    pub async fn code_dir(&self, function: &FunctionSpec) -> anyhow::Result<PathBuf> {
         let dir = self.code.path(&function.version);
         // Known to be on disk: no file system call on the way of a call.
         if self.unpacked.lock().unwrap().contains(&function.version) {

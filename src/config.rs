@@ -71,7 +71,7 @@ pub struct PoolSettings {
     /// Size of each container's `/tmp` tmpfs, in MiB.
     pub tmpfs_mb: u64,
     /// Memory the pool may hand out, counted by containers' memory limits.
-    pub memory_mb: u64,
+    pub memory_budget_mb: u64,
     /// Generic containers per runtime kept started and paused.
     pub prewarm: usize,
     /// The runtimes that are prewarmed.
@@ -152,7 +152,7 @@ impl Settings {
                 )?),
                 pids_limit: parse_or(&get, "OL_POOL_PIDS_LIMIT", 128)?,
                 tmpfs_mb: parse_or(&get, "OL_POOL_TMPFS_MB", 64)?,
-                memory_mb: parse_or(&get, "OL_POOL_MEMORY_MB", default_memory_budget_mb())?,
+                memory_budget_mb: parse_or(&get, "OL_POOL_MEMORY_MB", default_memory_budget_mb())?,
                 prewarm: parse_or(&get, "OL_POOL_PREWARM", 2)?,
                 prewarm_runtimes: text("OL_POOL_PREWARM_RUNTIMES")
                     .unwrap_or_else(|| "python,node".into())
@@ -308,7 +308,7 @@ mod tests {
         assert!(s.admin_token.is_none());
         assert_eq!(s.pool.prewarm, 2);
         assert_eq!(s.pool.prewarm_runtimes, ["python", "node"]);
-        assert!(s.pool.memory_mb > 0);
+        assert!(s.pool.memory_budget_mb > 0);
         assert!(s.pip_index_url.is_none());
     }
 

@@ -9,17 +9,24 @@
 //!
 //! - [`app`]: wiring; builds every part from the [`config`] and serves HTTP.
 //! - [`api`]: the HTTP API: `/api/v1` management, function URLs, health.
-//! - [`call`]: one call end to end: lease, invoke, meter.
+//! - [`call`]: one call end to end: lease, invoke, meter; its
+//!   [`call::CallStatus`] (status word, billing, HTTP status) is what `api`
+//!   renders.
 //! - [`catalog`]: function metadata for the call path, cached over Postgres.
 //! - [`code`]: zip intake (every check before anything is written) and the
 //!   content-addressed code store.
+//! - [`function`]: a deployed function as the call path sees it.
 //! - [`manifest`]: function names and `ol.yaml`.
 //! - [`images`]: runtime images, built from embedded contexts, tagged by digest.
 //! - [`packages`]: requirements resolved and installed once per host into
 //!   the shared, read-only package cache.
-//! - [`sandbox`]: one container: create, load, invoke over its Unix socket,
-//!   pause, remove.
-//! - [`pool`]: leases on containers, scale-out, pause after grace, keep-alive.
+//! - [`function`]: a deployed function as the call path sees it (no sqlx).
+//! - [`labels`]: the labels on every container the manager creates.
+//! - [`sandbox`]: one container: the [`sandbox::Engine`] trait and its Docker
+//!   implementation, the runtime protocol (`images/PROTOCOL.md`), crash
+//!   diagnosis, cgroup memory reads, sandbox directories.
+//! - [`pool`]: leases on containers, scale-out, pause after grace, keep-alive;
+//!   talks to the container engine only through [`sandbox::Engine`].
 //! - [`meter`]: the billing formula, the record journal and its writer.
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 //! - [`store`]: Postgres tables, one file per table family.
@@ -34,7 +41,9 @@ pub mod catalog;
 pub mod cli;
 pub mod code;
 pub mod config;
+pub mod function;
 pub mod images;
+pub mod labels;
 pub mod manifest;
 pub mod meter;
 pub mod metrics;

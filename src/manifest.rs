@@ -55,7 +55,7 @@ impl fmt::Display for FunctionName {
 }
 
 /// Language runtimes the platform can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Python,

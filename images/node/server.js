@@ -1,5 +1,5 @@
-// openlambda runtime server for Node.js: the same contract as the Python
-// runtime (see images/python/server.py). Listens for HTTP on /host/ol.sock:
+// openlambda runtime server for Node.js: follows images/PROTOCOL.md (version
+// PROTOCOL below), as the Python runtime does. Listens for HTTP on /host/ol.sock:
 //   POST /load    once per container: code directory, handler, environment;
 //   POST /invoke  one call: the event as JSON (OpenLambda's /run), or, with
 //                 X-Ol-Meta-Length, the function URL's request, which becomes
@@ -18,6 +18,9 @@ const { AsyncLocalStorage } = require('async_hooks');
 
 const SOCKET = process.env.OL_SOCKET || '/host/ol.sock';
 const LOG_LIMIT = 64 * 1024;
+// The protocol version (images/PROTOCOL.md): a load spec of another version is
+// refused, and every reply carries X-Ol-Protocol.
+const PROTOCOL = 1;
 const CUT_MARKER = '\n[output cut at 64 KiB]\n';
 const TEXT_TYPES = ['text/', 'application/json', 'application/xml', 'application/javascript',
   'application/x-www-form-urlencoded', '+json', '+xml'];
@@ -56,6 +59,7 @@ function send(res, status, body, { headers = [], output = Buffer.alloc(0), raise
   if (raised) list.push(['X-Ol-Status', 'error']);
   list.push(['Content-Length', String(data.length + output.length)]);
   list.push(['X-Ol-Result-Length', String(data.length)]);
+  list.push(['X-Ol-Protocol', String(PROTOCOL)]);
   res.writeHead(status, list.flat());
   res.end(Buffer.concat([data, output]));
 }
@@ -184,6 +188,10 @@ function load(res, raw) {
   const started = Date.now();
   try {
     const spec = JSON.parse(raw.toString() || '{}');
+    if (spec.protocol !== PROTOCOL) {
+      return send(res, 400, { error: { type: 'ProtocolMismatch', message:
+        `the manager speaks protocol ${JSON.stringify(spec.protocol)}, this runtime ${PROTOCOL}; rebuild the runtime images (ol images)` } });
+    }
     Object.assign(process.env, spec.env || {});
     process.chdir(spec.dir);
     const mod = require(path.join(spec.dir, spec.module));
@@ -204,7 +212,7 @@ const server = http.createServer((req, res) => {
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     const raw = Buffer.concat(chunks);
-    if (req.method === 'GET' && req.url === '/health') return send(res, 200, { ok: true, loaded: loaded.handler || null });
+    if (req.method === 'GET' && req.url === '/health') return send(res, 200, { ok: true, loaded: loaded.handler || null, protocol: PROTOCOL });
     if (req.method === 'POST' && req.url === '/load') return load(res, raw);
     if (req.method === 'POST' && req.url === '/invoke') return invoke(req, res, raw);
     return send(res, 404, { error: { type: 'NotFound', message: req.url } });

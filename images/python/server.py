@@ -1,11 +1,12 @@
 """openlambda runtime server for Python.
 
-Listens for HTTP on a Unix socket in the sandbox directory (/host/ol.sock) and
-serves the manager, a thread per request (the manager decides how many calls
-a container serves at once: the function's concurrency):
+Follows images/PROTOCOL.md (protocol version PROTOCOL below): listens for
+HTTP on a Unix socket in the sandbox directory (/host/ol.sock) and serves the
+manager, a thread per request (the manager decides how many calls a container
+serves at once: the function's concurrency):
 
-  POST /load    {"dir", "module", "function", "env", "packages", "function_name",
-                 "version", "memory_mb"}: once per container. Puts the code and
+  POST /load    {"protocol", "dir", "module", "function", "env", "packages",
+                 "function_name", "version", "memory_mb"}: once per container. Puts the code and
                 its packages on the import path, sets the environment, imports
                 the handler and works out its style. A generic (prewarmed)
                 container becomes a function's container here.
@@ -50,6 +51,9 @@ from urllib.parse import parse_qsl
 
 SOCKET_PATH = os.environ.get("OL_SOCKET", "/host/ol.sock")
 LOG_LIMIT = 64 * 1024
+# The protocol version (images/PROTOCOL.md): a load spec of another version is
+# refused, and every reply carries X-Ol-Protocol.
+PROTOCOL = 1
 CUT_MARKER = "\n[output cut at 64 KiB]\n"
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
               "application/x-www-form-urlencoded", "+json", "+xml")
@@ -336,6 +340,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("X-Ol-Status", "error")
         self.send_header("Content-Length", str(len(body) + len(output)))
         self.send_header("X-Ol-Result-Length", str(len(body)))
+        self.send_header("X-Ol-Protocol", str(PROTOCOL))
         self.end_headers()
         self.wfile.write(body + output)
 
@@ -345,7 +350,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/health":
-            self._send(200, {"ok": True, "loaded": loaded.get("handler")})
+            self._send(200, {"ok": True, "loaded": loaded.get("handler"), "protocol": PROTOCOL})
         else:
             self._send(404, _error("NotFound", self.path))
 
@@ -361,6 +366,10 @@ class Handler(BaseHTTPRequestHandler):
         global handler_fn, style, loaded
         spec = json.loads(self._body() or b"{}")
         started = time.monotonic()
+        if spec.get("protocol") != PROTOCOL:
+            self._send(400, _error("ProtocolMismatch", "the manager speaks protocol %r, this runtime %d; "
+                                   "rebuild the runtime images (ol images)" % (spec.get("protocol"), PROTOCOL)))
+            return
         try:
             os.environ.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
             code_dir = spec["dir"]

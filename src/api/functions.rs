@@ -183,7 +183,7 @@ async fn deploy(
     };
     state.catalog.invalidate(name.as_str());
     // Containers of the old version go; the next call starts the new one.
-    state.pool.evict(name.as_str());
+    state.pool.retire(name.as_str());
     tracing::info!(function = %name, version = %function.version, created, "deployed");
     let status = if created {
         StatusCode::CREATED
@@ -235,7 +235,7 @@ async fn delete(
         return Err(ApiError::function_not_found(name.as_str()));
     }
     state.catalog.invalidate(name.as_str());
-    state.pool.evict(name.as_str());
+    state.pool.retire(name.as_str());
     tracing::info!(function = %name, "deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use crate::app::AppState;
 use crate::call::{self, CallResult, Outcome};
 use crate::pool::AcquireError;
-use crate::sandbox::{error_parts, Failure, Invocation};
+use crate::sandbox::{error_parts, Failure, Payload, RequestMeta};
 use uuid::Uuid;
 
 /// Largest event accepted (AWS Lambda's synchronous payload limit).
@@ -121,42 +121,40 @@ async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Bod
         Err(e) => return e.into_response(),
     };
     let request_id = Uuid::new_v4();
-    let invocation = match http {
+    let payload = match http {
         None => match check_json(&body) {
-            Ok(()) => Invocation::Event(body),
+            Ok(()) => Payload::Event(body),
             Err(e) => return e.into_response(),
         },
-        Some(http) => Invocation::Http {
+        Some(http) => Payload::Http {
             meta: describe(&http, request_id, function.timeout_ms),
             body,
         },
     };
-    let result = call::call(state, function.clone(), request_id, invocation).await;
+    let result = call::call(state, function.clone(), request_id, payload).await;
     respond(result, &name)
 }
 
 /// The request's description the runtime builds its event from.
-fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> Bytes {
-    let headers: Vec<(&str, String)> = http
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let meta = serde_json::json!({
-        "method": http.method.as_str(),
-        "path": http.path,
-        "query": http.query,
-        "headers": headers,
-        "sourceIp": http.source.ip().to_string(),
-        "requestId": request_id.to_string(),
-        "timeoutMs": timeout_ms,
-    });
-    Bytes::from(meta.to_string())
+fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> RequestMeta {
+    RequestMeta {
+        method: http.method.as_str().to_string(),
+        path: http.path.clone(),
+        query: http.query.clone(),
+        headers: http
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        source_ip: http.source.ip().to_string(),
+        request_id: request_id.to_string(),
+        timeout_ms,
+    }
 }
 
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
@@ -183,28 +181,9 @@ fn check_json(bytes: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The HTTP status a call's outcome is answered with.
-pub fn http_status(outcome: &Outcome) -> StatusCode {
-    match outcome {
-        Outcome::Handled(reply) => {
-            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        }
-        Outcome::Failed(failure) | Outcome::NotStarted(AcquireError::Start(failure)) => {
-            match failure {
-                Failure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                Failure::OutOfMemory(_) | Failure::Crashed(_) => StatusCode::BAD_GATEWAY,
-                Failure::Load { .. } | Failure::Platform(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            }
-        }
-        Outcome::NotStarted(AcquireError::Throttled { .. }) => StatusCode::TOO_MANY_REQUESTS,
-        Outcome::NotStarted(AcquireError::ShuttingDown | AcquireError::TooLarge { .. }) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    }
-}
-
 fn respond(result: CallResult, name: &str) -> Response {
-    let status = http_status(&result.outcome);
+    let status = StatusCode::from_u16(result.outcome.status().http)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = match result.outcome {
         Outcome::Handled(reply) if !reply.raised => {
             // The function's own response, passed through.

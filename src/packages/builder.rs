@@ -24,7 +24,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::sandbox::LABEL_INSTANCE;
+use crate::labels::LABEL_INSTANCE;
 
 /// Label on every builder container: the function whose deploy started it.
 pub const LABEL_BUILDER: &str = "openlambda.builder";

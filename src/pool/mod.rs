@@ -16,11 +16,20 @@
 //! When its last call ends a container goes idle; after the pause grace it is
 //! paused, after the keep-alive removed. A failed pause is a normal outcome:
 //! the container just stays running. All state sits behind one
-//! `std::sync::Mutex`, held for short sections and never across an `.await`.
+//! `std::sync::Mutex`, held for short sections and never across an `.await`;
+//! every change goes through `Inner::update`, which then removes what the
+//! change retired and starts what queued calls are owed.
+//!
+//! The pool drives containers only through [`Engine`]: Docker in the
+//! manager, the in-memory fake in this module's unit tests (`tests.rs`).
 
+mod entry;
 mod prewarm;
 mod state;
-mod worker;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,8 +40,9 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::PoolSettings;
-use crate::sandbox::{Failure, Sandbox, Sandboxes};
-use crate::store::functions::Function;
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
+use crate::sandbox::{engine, Engine, Failure, Sandbox};
 use state::{Grant, Leave, State};
 
 /// Why no container could be had for a call.
@@ -59,7 +69,8 @@ pub struct Pool {
 }
 
 struct Inner {
-    sandboxes: Sandboxes,
+    /// The container engine (Docker, or the fake in unit tests).
+    engine: Arc<dyn Engine>,
     settings: PoolSettings,
     state: Mutex<State>,
     /// Set once on shutdown: no new containers, leases end by removal.
@@ -133,10 +144,10 @@ pub(crate) enum Step {
 }
 
 impl Pool {
-    pub fn new(sandboxes: Sandboxes, settings: PoolSettings) -> Self {
+    pub fn new(engine: Arc<dyn Engine>, settings: PoolSettings) -> Self {
         let inner = Arc::new(Inner {
-            sandboxes,
-            state: Mutex::new(State::new(settings.memory_mb)),
+            engine,
+            state: Mutex::new(State::new(settings.memory_budget_mb)),
             settings,
             closed: AtomicBool::new(false),
             refill: Notify::new(),
@@ -149,7 +160,7 @@ impl Pool {
     /// Gets a container slot running `function`'s current version for one call.
     pub async fn acquire(
         &self,
-        function: &Arc<Function>,
+        function: &Arc<FunctionSpec>,
         code: &Path,
     ) -> Result<Lease, AcquireError> {
         let inner = &self.inner;
@@ -159,13 +170,7 @@ impl Pool {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(AcquireError::ShuttingDown);
             }
-            let (step, retired) = {
-                let mut state = inner.state.lock().unwrap();
-                let step = state.choose(function, code, &inner.settings);
-                let retired = state.take_retired();
-                (step, retired)
-            };
-            inner.remove_all(retired);
+            let step = inner.update(|state| state.choose(function, code, &inner.settings));
             let step = match step {
                 Ok(step) => step,
                 Err(state::Refusal::QueueFull) => {
@@ -178,36 +183,33 @@ impl Pool {
                     return Err(AcquireError::TooLarge { needed, budget })
                 }
             };
-            inner.start_pending();
             match step {
                 Step::Use(sandbox) => return Ok(inner.lease(sandbox, None)),
-                Step::Unpause(sandbox) => match inner.sandboxes.unpause(&sandbox).await {
+                Step::Unpause(sandbox) => match inner.engine.unpause(&sandbox).await {
                     Ok(()) => {
                         inner.state.lock().unwrap().unpaused(&sandbox);
                         return Ok(inner.lease(sandbox, None));
                     }
                     Err(e) => {
-                        tracing::warn!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
+                        tracing::warn!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, error = %e,
                             "unpause failed; removing the container");
                         inner.discard(&sandbox);
                     }
                 },
                 Step::Specialise { generic, paused } => {
                     inner.refill.notify_one();
-                    let result = inner
-                        .sandboxes
-                        .specialise(&generic, paused, function, code)
-                        .await;
-                    let mut state = inner.state.lock().unwrap();
+                    let result =
+                        engine::specialise(&*inner.engine, &generic, paused, function, code).await;
                     match result {
                         Ok((sandbox, took)) => {
                             let sandbox = Arc::new(sandbox);
-                            state.specialised(&generic, sandbox.clone(), function);
-                            drop(state);
+                            inner.update(|state| {
+                                state.specialised(&generic, sandbox.clone(), function)
+                            });
                             return Ok(inner.lease(sandbox, Some(took)));
                         }
                         Err(e) => {
-                            state.forget_specialising(&generic, function);
+                            inner.update(|state| state.forget_specialising(&generic, function));
                             return Err(e.into());
                         }
                     }
@@ -255,13 +257,8 @@ impl Pool {
 
     /// Removes all of a function's containers (it was updated or deleted);
     /// busy ones go when their calls end.
-    pub fn evict(&self, name: &str) {
-        let retired = {
-            let mut state = self.inner.state.lock().unwrap();
-            state.retire_function(name);
-            state.take_retired()
-        };
-        self.inner.remove_all(retired);
+    pub fn retire(&self, name: &str) {
+        self.inner.update(|state| state.retire_function(name));
     }
 
     /// A function's containers as the pool sees them.
@@ -273,9 +270,13 @@ impl Pool {
         self.inner.state.lock().unwrap().status()
     }
 
-    /// Waits until `n` prewarmed `runtime` containers are ready
+    /// Waits until `n` prewarmed `runtime` containers are ready; `runtime`
+    /// as in `OL_POOL_PREWARM_RUNTIMES` (false for an unknown one)
     /// (benchmarks, tests).
     pub async fn wait_prewarmed(&self, runtime: &str, n: usize, limit: Duration) -> bool {
+        let Ok(runtime) = Runtime::parse(runtime) else {
+            return false;
+        };
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.inner.state.lock().unwrap().prewarmed_count(runtime) >= n {
@@ -299,8 +300,7 @@ impl Pool {
                 (state.drain(), state.creating())
             };
             count += all.len();
-            futures_util::future::join_all(all.iter().map(|s| self.inner.sandboxes.remove(s)))
-                .await;
+            futures_util::future::join_all(all.iter().map(|s| self.inner.engine.remove(s))).await;
             if creating == 0 || Instant::now() >= deadline {
                 break;
             }
@@ -323,8 +323,8 @@ impl Inner {
     fn remove_later(self: &Arc<Self>, sandbox: Arc<Sandbox>) {
         let inner = self.clone();
         tokio::spawn(async move {
-            tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, "-> removing");
-            inner.sandboxes.remove(&sandbox).await;
+            tracing::debug!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, "-> removing");
+            inner.engine.remove(&sandbox).await;
         });
     }
 
@@ -336,13 +336,23 @@ impl Inner {
 
     /// Takes a container out of the pool and removes it.
     fn discard(self: &Arc<Self>, sandbox: &Arc<Sandbox>) {
-        let retired = {
+        if let Some((function, _)) = sandbox.serves() {
+            self.update(|state| state.detach(function, &sandbox.id));
+        }
+    }
+
+    /// The one way to change the state: under the lock, `change`; then,
+    /// outside it, remove what the change retired and start what queued
+    /// calls are owed. (Skipping either leaks a container or strands a call.)
+    fn update<T>(self: &Arc<Self>, change: impl FnOnce(&mut State) -> T) -> T {
+        let (out, retired) = {
             let mut state = self.state.lock().unwrap();
-            state.detach(&sandbox.function, &sandbox.id);
-            state.take_retired()
+            let out = change(&mut state);
+            (out, state.take_retired())
         };
         self.remove_all(retired);
         self.start_pending();
+        out
     }
 
     /// Starts the containers that queued calls are owed (decided under the
@@ -353,35 +363,31 @@ impl Inner {
             let inner = self.clone();
             tokio::spawn(async move {
                 tracing::debug!(function = %function.name, "creating a container");
-                let mut started = inner.sandboxes.start(&function, &code).await;
+                let mut started = engine::start(&*inner.engine, &function, &code).await;
                 let closed = inner.closed.load(Ordering::Acquire);
                 if closed {
                     // Shutting down: remove it before the pool stops
                     // counting it as being created.
                     if let Ok((sandbox, _)) = &started {
-                        inner.sandboxes.remove(sandbox).await;
+                        inner.engine.remove(sandbox).await;
                     }
                     started = Err(Failure::Platform(anyhow::anyhow!(
                         "the manager is shutting down"
                     )));
                 }
-                let retired = {
-                    let mut state = inner.state.lock().unwrap();
-                    state.started(&function, started, closed, inner.settings.pause_grace);
-                    state.take_retired()
-                };
-                inner.remove_all(retired);
-                inner.start_pending();
+                inner.update(|state| {
+                    state.started(&function, started, closed, inner.settings.pause_grace)
+                });
             });
         }
     }
 
     /// Pauses a container the sweeper found idle past the grace period.
     async fn pause(self: Arc<Self>, sandbox: Arc<Sandbox>) {
-        let paused = self.sandboxes.pause(&sandbox).await;
+        let paused = self.engine.pause(&sandbox).await;
         if let Err(e) = &paused {
             // Normal under load on cgroup v1: keep it running.
-            tracing::debug!(function = %sandbox.function, sandbox = %sandbox.id, error = %e,
+            tracing::debug!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, error = %e,
                 "pause failed; the container stays running");
         }
         self.state
@@ -394,17 +400,10 @@ impl Inner {
 impl Drop for Lease {
     fn drop(&mut self) {
         let closed = self.pool.closed.load(Ordering::Acquire);
-        let retired = {
-            let mut state = self.pool.state.lock().unwrap();
-            state.release(
-                &self.sandbox,
-                self.discard || closed,
-                self.pool.settings.pause_grace,
-            );
-            state.take_retired()
-        };
-        self.pool.remove_all(retired);
-        self.pool.start_pending();
+        let remove = self.discard || closed;
+        let grace = self.pool.settings.pause_grace;
+        self.pool
+            .update(|state| state.release(&self.sandbox, remove, grace));
     }
 }
 
@@ -422,17 +421,13 @@ async fn reap(pool: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = pool.upgrade() else { return };
-        let (expired, due) = {
-            let mut state = inner.state.lock().unwrap();
+        let due = inner.update(|state| {
             state.expire(inner.settings.keep_alive);
-            let due = state.pause_due();
-            (state.take_retired(), due)
-        };
-        inner.remove_all(expired);
+            state.pause_due()
+        });
         for sandbox in due {
             tokio::spawn(inner.clone().pause(sandbox));
         }
-        inner.start_pending();
     }
 }
 

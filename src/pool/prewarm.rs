@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::Inner;
+use crate::manifest::Runtime;
 
 /// Generic containers created at once: the engine starts only a few
 /// containers a second on two cores, and calls need it too.
@@ -21,7 +22,12 @@ pub(super) async fn fill(pool: Weak<Inner>) {
         }
         let settings = &inner.settings;
         let memory = settings.prewarm_memory_mb.max(0) as u64;
-        for runtime in &settings.prewarm_runtimes {
+        // Checked when the settings were read; anything else is skipped.
+        let runtimes = settings
+            .prewarm_runtimes
+            .iter()
+            .filter_map(|r| Runtime::parse(r).ok());
+        for runtime in runtimes {
             let n = inner.state.lock().unwrap().want_prewarm(
                 runtime,
                 settings.prewarm,
@@ -29,7 +35,7 @@ pub(super) async fn fill(pool: Weak<Inner>) {
                 IN_PARALLEL,
             );
             for _ in 0..n {
-                tokio::spawn(create_one(inner.clone(), runtime.clone()));
+                tokio::spawn(create_one(inner.clone(), runtime));
             }
         }
         // Woken when one is taken or made; the tick covers freed memory.
@@ -37,13 +43,13 @@ pub(super) async fn fill(pool: Weak<Inner>) {
     }
 }
 
-async fn create_one(inner: Arc<Inner>, runtime: String) {
+async fn create_one(inner: Arc<Inner>, runtime: Runtime) {
     let memory = inner.settings.prewarm_memory_mb;
-    let created = inner.sandboxes.create(&runtime, memory, None).await;
+    let created = inner.engine.create(runtime, memory, None).await;
     match created {
         Ok(sandbox) => {
             let sandbox = Arc::new(sandbox);
-            let paused = match inner.sandboxes.pause(&sandbox).await {
+            let paused = match inner.engine.pause(&sandbox).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::debug!(sandbox = %sandbox.id, error = %e, "pause of a prewarmed container failed");
@@ -54,27 +60,15 @@ async fn create_one(inner: Arc<Inner>, runtime: String) {
             if closed {
                 // Shutting down: remove it before it stops counting as
                 // being created, so the shutdown sees it gone.
-                inner.sandboxes.remove(&sandbox).await;
-                inner
-                    .state
-                    .lock()
-                    .unwrap()
-                    .prewarm_failed(&runtime, memory.max(0) as u64);
+                inner.engine.remove(&sandbox).await;
+                inner.update(|state| state.prewarm_failed(runtime, memory.max(0) as u64));
                 return;
             }
-            inner
-                .state
-                .lock()
-                .unwrap()
-                .prewarmed(&runtime, sandbox, paused);
+            inner.update(|state| state.prewarmed(runtime, sandbox, paused));
         }
         Err(e) => {
-            tracing::warn!(runtime, error = %e, "could not prewarm a container");
-            inner
-                .state
-                .lock()
-                .unwrap()
-                .prewarm_failed(&runtime, memory.max(0) as u64);
+            tracing::warn!(runtime = runtime.as_str(), error = %e, "could not prewarm a container");
+            inner.update(|state| state.prewarm_failed(runtime, memory.max(0) as u64));
             // Do not spin on a broken engine.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::worker::{Phase, Worker};
+use super::entry::{Entry, Phase};
 use super::{ContainerView, PoolStatus, Step};
 use crate::config::PoolSettings;
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
 use crate::sandbox::{Failure, Sandbox};
-use crate::store::functions::Function;
 
 /// What a queued call is sent when its turn comes.
 pub(crate) enum Grant {
@@ -52,8 +53,8 @@ struct Waiter {
 
 /// A generic container, started and (normally) paused, with no code yet.
 struct Prewarmed {
-    /// The runtime it runs (`python`, `node`).
-    runtime: String,
+    /// The runtime it runs.
+    runtime: Runtime,
     sandbox: Arc<Sandbox>,
     paused: bool,
     since: Instant,
@@ -64,8 +65,8 @@ struct FunctionState {
     /// The code version containers must run; others are retired.
     version: String,
     /// The function as last called, for starts made on behalf of the queue.
-    latest: Option<(Arc<Function>, PathBuf)>,
-    workers: Vec<Worker>,
+    latest: Option<(Arc<FunctionSpec>, PathBuf)>,
+    entries: Vec<Entry>,
     /// Containers being created for this function.
     starting: usize,
     /// Prewarmed containers being specialised for this function.
@@ -88,7 +89,7 @@ impl FunctionState {
     }
 
     fn containers(&self) -> usize {
-        self.workers.len() + self.starting + self.specialising
+        self.entries.len() + self.starting + self.specialising
     }
 
     /// Hands a slot of `sandbox` to the first queued call that still waits.
@@ -119,7 +120,7 @@ pub(crate) struct State {
     functions: HashMap<String, FunctionState>,
     prewarmed: Vec<Prewarmed>,
     /// Generic containers being created, by runtime.
-    prewarming: HashMap<String, usize>,
+    prewarming: HashMap<Runtime, usize>,
     /// Memory of every container counted by its limit (creating ones too), MB.
     used_mb: u64,
     budget_mb: u64,
@@ -127,7 +128,7 @@ pub(crate) struct State {
     /// Containers taken out of the pool, to be removed outside the lock.
     retired: Vec<Arc<Sandbox>>,
     /// Containers to start for queued calls, outside the lock.
-    starts: Vec<(Arc<Function>, PathBuf)>,
+    starts: Vec<(Arc<FunctionSpec>, PathBuf)>,
 }
 
 impl State {
@@ -150,7 +151,7 @@ impl State {
 
     /// Decides, for every function with queued calls, which containers to
     /// start, and returns them (called after every change of state).
-    pub fn take_starts(&mut self) -> Vec<(Arc<Function>, PathBuf)> {
+    pub fn take_starts(&mut self) -> Vec<(Arc<FunctionSpec>, PathBuf)> {
         let names: Vec<String> = self
             .functions
             .iter()
@@ -181,7 +182,7 @@ impl State {
     /// Picks the cheapest way to serve a call of `function`.
     pub fn choose(
         &mut self,
-        function: &Arc<Function>,
+        function: &Arc<FunctionSpec>,
         code: &Path,
         settings: &PoolSettings,
     ) -> Result<Step, Refusal> {
@@ -203,7 +204,7 @@ impl State {
 
         // 1. A running container with a free slot, most recently used first.
         let running = f
-            .workers
+            .entries
             .iter_mut()
             .filter(|w| matches!(w.phase, Phase::Busy | Phase::Idle) && w.in_flight < concurrency)
             .max_by_key(|w| (w.in_flight > 0, w.last_used));
@@ -214,7 +215,7 @@ impl State {
         }
         // 2. A paused one.
         if let Some(w) = f
-            .workers
+            .entries
             .iter_mut()
             .filter(|w| w.phase == Phase::Paused)
             .max_by_key(|w| w.last_used)
@@ -275,7 +276,7 @@ impl State {
         // Candidates: (paused first, least recently used first).
         let mut candidates: Vec<(bool, Instant, Option<String>, String, u64)> = Vec::new();
         for (name, f) in &self.functions {
-            for w in &f.workers {
+            for w in &f.entries {
                 if matches!(w.phase, Phase::Paused | Phase::Idle) {
                     candidates.push((
                         w.phase != Phase::Paused,
@@ -333,8 +334,8 @@ impl State {
         let Some(f) = self.functions.get_mut(function) else {
             return;
         };
-        if let Some(i) = f.workers.iter().position(|w| w.sandbox.id == id) {
-            let w = f.workers.remove(i);
+        if let Some(i) = f.entries.iter().position(|w| w.sandbox.id == id) {
+            let w = f.entries.remove(i);
             self.used_mb -= w.sandbox.memory_mb.max(0) as u64;
             self.retired.push(w.sandbox);
         }
@@ -349,7 +350,7 @@ impl State {
         }
         f.version = version.to_string();
         let ids: Vec<String> = f
-            .workers
+            .entries
             .iter()
             .filter(|w| w.in_flight == 0 && w.phase != Phase::Pausing)
             .map(|w| w.sandbox.id.clone())
@@ -366,23 +367,31 @@ impl State {
     }
 
     pub fn unpaused(&mut self, sandbox: &Sandbox) {
-        if let Some(w) = self.worker(&sandbox.function, &sandbox.id) {
-            w.set_phase(&sandbox.function, Phase::Busy);
+        let Some((name, _)) = sandbox.serves() else {
+            return;
+        };
+        if let Some(w) = self.entry(name, &sandbox.id) {
+            w.set_phase(name, Phase::Busy);
         }
     }
 
     /// A prewarmed container now serves `function`.
-    pub fn specialised(&mut self, generic: &Sandbox, sandbox: Arc<Sandbox>, function: &Function) {
+    pub fn specialised(
+        &mut self,
+        generic: &Sandbox,
+        sandbox: Arc<Sandbox>,
+        function: &FunctionSpec,
+    ) {
         let f = self.functions.entry(function.name.clone()).or_default();
         f.specialising -= 1;
-        let mut worker = Worker::new(sandbox);
-        worker.in_flight = 1;
+        let mut entry = Entry::new(sandbox);
+        entry.in_flight = 1;
         tracing::debug!(function = %function.name, sandbox = %generic.id, "specialising -> busy");
-        f.workers.push(worker);
+        f.entries.push(entry);
     }
 
     /// Specialising failed; the container was removed by the sandbox layer.
-    pub fn forget_specialising(&mut self, _generic: &Sandbox, function: &Function) {
+    pub fn forget_specialising(&mut self, _generic: &Sandbox, function: &FunctionSpec) {
         if let Some(f) = self.functions.get_mut(&function.name) {
             f.specialising -= 1;
         }
@@ -412,7 +421,7 @@ impl State {
     /// slots to queued calls. True when it went idle (no one was waiting).
     pub fn started(
         &mut self,
-        function: &Function,
+        function: &FunctionSpec,
         started: Result<(Sandbox, Duration), Failure>,
         closed: bool,
         grace: Duration,
@@ -445,40 +454,42 @@ impl State {
                 return false;
             }
         };
-        if closed || f.version != sandbox.version {
+        if closed || sandbox.serves().map(|(_, v)| v) != Some(f.version.as_str()) {
             self.used_mb -= mb;
             self.retired.push(sandbox);
             f.nudge();
             return false;
         }
         tracing::debug!(function = %function.name, sandbox = %sandbox.id, "creating -> ready");
-        let mut worker = Worker::new(sandbox.clone());
+        let mut entry = Entry::new(sandbox.clone());
         let concurrency = f.concurrency();
         let mut first = true;
-        while worker.in_flight < concurrency && f.grant(&sandbox, first.then_some(init)) {
-            worker.in_flight += 1;
+        while entry.in_flight < concurrency && f.grant(&sandbox, first.then_some(init)) {
+            entry.in_flight += 1;
             first = false;
         }
-        let idle = worker.in_flight == 0;
+        let idle = entry.in_flight == 0;
         if idle {
-            worker.set_phase(&function.name, Phase::Idle);
-            worker.pause_after = Instant::now() + grace;
+            entry.set_phase(&function.name, Phase::Idle);
+            entry.pause_after = Instant::now() + grace;
         }
-        f.workers.push(worker);
+        f.entries.push(entry);
         idle
     }
 
     /// A call's lease ended: hand the slot to the next queued call, or let
     /// the container go idle (true), or remove it.
     pub fn release(&mut self, sandbox: &Arc<Sandbox>, remove: bool, grace: Duration) -> bool {
-        let name = sandbox.function.as_str();
-        let Some(f) = self.functions.get_mut(name) else {
+        let served = sandbox.serves();
+        let Some(((name, version), f)) =
+            served.and_then(|(name, v)| Some(((name, v), self.functions.get_mut(name)?)))
+        else {
             self.used_mb -= sandbox.memory_mb.max(0) as u64;
             self.retired.push(sandbox.clone());
             return false;
         };
-        let stale = f.version != sandbox.version;
-        let Some(i) = f.workers.iter().position(|w| w.sandbox.id == sandbox.id) else {
+        let stale = f.version != version;
+        let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
             return false;
         };
         if remove || stale {
@@ -486,17 +497,17 @@ impl State {
             return false;
         }
         let now = Instant::now();
-        let w = &mut f.workers[i];
+        let w = &mut f.entries[i];
         w.in_flight -= 1;
         w.last_used = now;
         if !f.waiters.is_empty() {
             let handed = w.sandbox.clone();
             if f.grant(&handed, None) {
-                f.workers[i].in_flight += 1;
+                f.entries[i].in_flight += 1;
                 return false;
             }
         }
-        let w = &mut f.workers[i];
+        let w = &mut f.entries[i];
         if w.in_flight > 0 {
             return false;
         }
@@ -511,7 +522,7 @@ impl State {
         let now = Instant::now();
         let mut due = Vec::new();
         for (name, f) in &mut self.functions {
-            for w in &mut f.workers {
+            for w in &mut f.entries {
                 if w.phase == Phase::Idle && w.pause_after <= now {
                     w.set_phase(name, Phase::Pausing);
                     due.push(w.sandbox.clone());
@@ -525,19 +536,21 @@ impl State {
     /// (and find the paused container); a failed pause leaves it idle, to be
     /// tried again after another grace period.
     pub fn pause_done(&mut self, sandbox: &Sandbox, paused: bool, grace: Duration) {
-        let name = sandbox.function.as_str();
+        let Some((name, version)) = sandbox.serves() else {
+            return;
+        };
         let Some(f) = self.functions.get_mut(name) else {
             return;
         };
-        let stale = f.version != sandbox.version;
-        let Some(i) = f.workers.iter().position(|w| w.sandbox.id == sandbox.id) else {
+        let stale = f.version != version;
+        let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
             return;
         };
         if stale {
             self.detach(name, &sandbox.id);
             return;
         }
-        let w = &mut f.workers[i];
+        let w = &mut f.entries[i];
         if paused {
             w.set_phase(name, Phase::Paused);
             if !f.waiters.is_empty() {
@@ -549,7 +562,7 @@ impl State {
         w.pause_after = Instant::now() + grace;
         let handed = w.sandbox.clone();
         if f.grant(&handed, None) {
-            let w = &mut f.workers[i];
+            let w = &mut f.entries[i];
             w.in_flight += 1;
             w.set_phase(name, Phase::Busy);
         }
@@ -559,7 +572,7 @@ impl State {
     pub fn expire(&mut self, keep_alive: Duration) {
         let mut expired = Vec::new();
         for (name, f) in &self.functions {
-            for w in &f.workers {
+            for w in &f.entries {
                 if matches!(w.phase, Phase::Idle | Phase::Paused)
                     && w.last_used.elapsed() >= keep_alive
                 {
@@ -573,10 +586,10 @@ impl State {
         }
     }
 
-    fn worker(&mut self, function: &str, id: &str) -> Option<&mut Worker> {
+    fn entry(&mut self, function: &str, id: &str) -> Option<&mut Entry> {
         self.functions
             .get_mut(function)?
-            .workers
+            .entries
             .iter_mut()
             .find(|w| w.sandbox.id == id)
     }
@@ -587,7 +600,7 @@ impl State {
     /// `target`; their memory is reserved (never by evicting anything).
     pub fn want_prewarm(
         &mut self,
-        runtime: &str,
+        runtime: Runtime,
         target: usize,
         memory_mb: u64,
         in_parallel: usize,
@@ -599,7 +612,7 @@ impl State {
             .count();
         let mut n = 0;
         loop {
-            let creating = self.prewarming.get(runtime).copied().unwrap_or(0);
+            let creating = self.prewarming.get(&runtime).copied().unwrap_or(0);
             if ready + creating >= target
                 || self.prewarming.values().sum::<usize>() >= in_parallel
                 || self.used_mb + memory_mb > self.budget_mb
@@ -607,17 +620,17 @@ impl State {
                 return n;
             }
             self.used_mb += memory_mb;
-            *self.prewarming.entry(runtime.to_string()).or_default() += 1;
+            *self.prewarming.entry(runtime).or_default() += 1;
             n += 1;
         }
     }
 
     /// A generic container is ready: queued calls are told to look again.
-    pub fn prewarmed(&mut self, runtime: &str, sandbox: Arc<Sandbox>, paused: bool) {
+    pub fn prewarmed(&mut self, runtime: Runtime, sandbox: Arc<Sandbox>, paused: bool) {
         self.prewarm_done(runtime);
-        tracing::debug!(runtime, sandbox = %sandbox.id, paused, "creating -> prewarmed");
+        tracing::debug!(runtime = runtime.as_str(), sandbox = %sandbox.id, paused, "creating -> prewarmed");
         self.prewarmed.push(Prewarmed {
-            runtime: runtime.to_string(),
+            runtime,
             sandbox,
             paused,
             since: Instant::now(),
@@ -630,19 +643,19 @@ impl State {
         }
     }
 
-    pub fn prewarm_failed(&mut self, runtime: &str, memory_mb: u64) {
+    pub fn prewarm_failed(&mut self, runtime: Runtime, memory_mb: u64) {
         self.prewarm_done(runtime);
         self.used_mb -= memory_mb;
     }
 
-    fn prewarm_done(&mut self, runtime: &str) {
-        if let Some(n) = self.prewarming.get_mut(runtime) {
+    fn prewarm_done(&mut self, runtime: Runtime) {
+        if let Some(n) = self.prewarming.get_mut(&runtime) {
             *n = n.saturating_sub(1);
         }
     }
 
     /// Prewarmed containers of `runtime` ready now.
-    pub fn prewarmed_count(&self, runtime: &str) -> usize {
+    pub fn prewarmed_count(&self, runtime: Runtime) -> usize {
         self.prewarmed
             .iter()
             .filter(|p| p.runtime == runtime)
@@ -653,7 +666,7 @@ impl State {
 
     pub fn containers(&self, name: &str) -> Vec<ContainerView> {
         self.functions.get(name).map_or_else(Vec::new, |f| {
-            f.workers
+            f.entries
                 .iter()
                 .map(|w| ContainerView {
                     sandbox: w.sandbox.id.clone(),
@@ -676,7 +689,7 @@ impl State {
         for f in self.functions.values() {
             s.starting += f.starting + f.specialising;
             s.queued += f.waiters.len();
-            for w in &f.workers {
+            for w in &f.entries {
                 match w.phase {
                     Phase::Busy | Phase::Unpausing => s.busy += 1,
                     Phase::Idle | Phase::Pausing => s.idle += 1,
@@ -693,7 +706,7 @@ impl State {
         let mut taken = Vec::new();
         for f in self.functions.values_mut() {
             f.waiters.clear();
-            taken.extend(f.workers.drain(..).map(|w| w.sandbox));
+            taken.extend(f.entries.drain(..).map(|w| w.sandbox));
         }
         taken.extend(self.prewarmed.drain(..).map(|p| p.sandbox));
         for sandbox in &taken {
@@ -718,43 +731,20 @@ impl State {
 mod tests {
     //! The bookkeeping alone, with made-up containers: no Docker here.
     use super::*;
-    use sqlx::types::Json;
+    use crate::pool::testing::function;
 
     fn settings(queue_length: usize) -> PoolSettings {
-        let mut s = crate::config::Settings::from_lookup(|k| {
-            (k == "DATABASE_URL").then(|| "postgres://unused".to_string())
-        })
-        .unwrap()
-        .pool;
+        let mut s = crate::pool::testing::settings();
         s.queue_length = queue_length;
         s
     }
 
-    fn function(name: &str, memory_mb: i32, concurrency: i32, max: i32) -> Arc<Function> {
-        Arc::new(Function {
-            name: name.into(),
-            version: "v1".into(),
-            runtime: "python".into(),
-            handler: "f.f".into(),
-            memory_mb,
-            timeout_ms: 1000,
-            environment: Json(Default::default()),
-            http_methods: None,
-            concurrency,
-            max_concurrency: max,
-            packages: Vec::new(),
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
-        })
-    }
-
-    fn sandbox(id: &str, f: &Function) -> Sandbox {
+    fn sandbox(id: &str, f: &FunctionSpec) -> Sandbox {
         Sandbox {
             id: id.into(),
             container_id: format!("c-{id}"),
             dir: PathBuf::from("/nowhere"),
-            function: f.name.clone(),
-            version: f.version.clone(),
+            kind: crate::sandbox::Kind::of(f.runtime, Some(f)),
             memory_mb: f.memory_mb,
             memory_peak: Default::default(),
         }
@@ -775,7 +765,7 @@ mod tests {
     }
 
     /// Starts a container for `f` through the queue; returns it leased.
-    fn busy_container(state: &mut State, f: &Arc<Function>, id: &str) -> Arc<Sandbox> {
+    fn busy_container(state: &mut State, f: &Arc<FunctionSpec>, id: &str) -> Arc<Sandbox> {
         let mut grant = wait(state.choose(f, Path::new("/code"), &settings(10)));
         assert_eq!(state.take_starts().len(), 1);
         state.started(
@@ -792,7 +782,7 @@ mod tests {
     }
 
     /// Starts a container for `f` and leaves it idle.
-    fn idle_container(state: &mut State, f: &Arc<Function>, id: &str) -> Arc<Sandbox> {
+    fn idle_container(state: &mut State, f: &Arc<FunctionSpec>, id: &str) -> Arc<Sandbox> {
         let sandbox = busy_container(state, f, id);
         assert!(
             state.release(&sandbox, false, GRACE),
@@ -924,21 +914,20 @@ mod tests {
     fn prewarmed_container_of_the_runtime_is_taken_before_starting_one() {
         let mut state = State::new(10_000);
         let f = function("a", 256, 1, 5);
-        assert_eq!(state.want_prewarm("python", 1, 128, 4), 1);
+        assert_eq!(state.want_prewarm(Runtime::Python, 1, 128, 4), 1);
         assert_eq!(
-            state.want_prewarm("python", 1, 128, 4),
+            state.want_prewarm(Runtime::Python, 1, 128, 4),
             0,
             "one is on its way"
         );
-        assert_eq!(state.want_prewarm("node", 1, 128, 4), 1);
+        assert_eq!(state.want_prewarm(Runtime::Node, 1, 128, 4), 1);
         let generic = |id: &str| Sandbox {
-            function: String::new(),
-            version: String::new(),
+            kind: crate::sandbox::Kind::Generic(Runtime::Python),
             memory_mb: 128,
             ..sandbox(id, &f)
         };
-        state.prewarmed("python", Arc::new(generic("py")), true);
-        state.prewarmed("node", Arc::new(generic("js")), true);
+        state.prewarmed(Runtime::Python, Arc::new(generic("py")), true);
+        state.prewarmed(Runtime::Node, Arc::new(generic("js")), true);
         assert_eq!(state.status().used_mb, 256);
         match state.choose(&f, Path::new("/c"), &settings(10)) {
             Ok(Step::Specialise { generic, paused }) => {
@@ -954,8 +943,8 @@ mod tests {
         );
         assert_eq!(
             (
-                state.prewarmed_count("python"),
-                state.prewarmed_count("node")
+                state.prewarmed_count(Runtime::Python),
+                state.prewarmed_count(Runtime::Node)
             ),
             (0, 1)
         );

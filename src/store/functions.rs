@@ -6,9 +6,11 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 
-use crate::manifest::Manifest;
+use crate::function::FunctionSpec;
+use crate::manifest::{Manifest, Runtime};
 
-/// A deployed function, as stored.
+/// A deployed function, as stored (the row; the call path uses
+/// [`FunctionSpec`]).
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Function {
     pub name: String,
@@ -45,13 +47,26 @@ macro_rules! select_functions {
     };
 }
 
-impl Function {
-    /// Where its packages are inside a container.
-    pub fn package_paths(&self) -> Vec<String> {
-        self.packages
-            .iter()
-            .map(|p| format!("/packages/{p}"))
-            .collect()
+impl TryFrom<Function> for FunctionSpec {
+    type Error = String;
+
+    /// Fails only for a runtime this manager does not know (a row written
+    /// by a newer version).
+    fn try_from(f: Function) -> Result<Self, String> {
+        Ok(FunctionSpec {
+            runtime: Runtime::parse(&f.runtime)
+                .map_err(|e| format!("stored function {}: {e}", f.name))?,
+            name: f.name,
+            version: f.version,
+            handler: f.handler,
+            memory_mb: f.memory_mb,
+            timeout_ms: f.timeout_ms,
+            environment: f.environment.0,
+            http_methods: f.http_methods,
+            concurrency: f.concurrency,
+            max_concurrency: f.max_concurrency,
+            packages: f.packages,
+        })
     }
 }
 

@@ -24,7 +24,8 @@ pub struct Invocation {
     /// Time the call waited for a container, cold-start time excluded.
     pub wait_ms: i64,
     pub cold: bool,
-    /// success, error, timeout, oom, crashed, throttled, platform_error
+    /// `crate::call::CallStatus::word`: success, error, timeout, oom, crashed,
+    /// throttled, platform_error, not_found
     pub status: String,
     pub http_status: i32,
     /// False for calls that never reached a handler.

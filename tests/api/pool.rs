@@ -130,7 +130,7 @@ async fn a_full_queue_refuses_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_memory_budget_evicts_least_recently_used_paused() {
-    let app = spawn_app_with(|s| s.pool.memory_mb = 256).await;
+    let app = spawn_app_with(|s| s.pool.memory_budget_mb = 256).await;
     for name in ["first", "second", "third"] {
         app.deploy_ok(name, &[("f.py", ECHO)]).await;
     }

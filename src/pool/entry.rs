@@ -5,7 +5,7 @@
 //!  prewarmed (generic, paused) ──► specialising ──► busy        (pause failed ──► idle)
 //! ```
 //! "creating" and "prewarmed" containers are counted by the pool, not yet
-//! workers; any phase but busy may end in removing (keep-alive, update,
+//! entries; any phase but busy may end in removing (keep-alive, update,
 //! delete, eviction, a timeout or crash).
 
 use std::sync::Arc;
@@ -39,7 +39,9 @@ impl Phase {
     }
 }
 
-pub(super) struct Worker {
+/// A container in the pool: its sandbox, phase and use. (Not a worker
+/// process: the name OpenLambda gives the whole node.)
+pub(super) struct Entry {
     pub sandbox: Arc<Sandbox>,
     pub phase: Phase,
     /// Calls it is serving now (at most the function's concurrency).
@@ -50,7 +52,7 @@ pub(super) struct Worker {
     pub pause_after: Instant,
 }
 
-impl Worker {
+impl Entry {
     pub fn new(sandbox: Arc<Sandbox>) -> Self {
         Self {
             sandbox,

@@ -1,0 +1,38 @@
+//! A deployed function as the call path sees it: what the catalog hands the
+//! pool, the sandbox and the call. Free of storage types; the Postgres row
+//! (`store::functions::Function`) converts into it.
+
+use std::collections::BTreeMap;
+
+use crate::manifest::Runtime;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunctionSpec {
+    pub name: String,
+    /// sha256 of the code zip.
+    pub version: String,
+    pub runtime: Runtime,
+    /// `module.function`.
+    pub handler: String,
+    pub memory_mb: i32,
+    pub timeout_ms: i64,
+    pub environment: BTreeMap<String, String>,
+    /// Allowed methods on the function URL; `None` means any.
+    pub http_methods: Option<Vec<String>>,
+    /// Calls one container serves at once.
+    pub concurrency: i32,
+    /// Containers the function may have at once.
+    pub max_concurrency: i32,
+    /// Package cache directories of its code version, e.g. `six-1.16.0`.
+    pub packages: Vec<String>,
+}
+
+impl FunctionSpec {
+    /// Where its packages are inside a container.
+    pub fn package_paths(&self) -> Vec<String> {
+        self.packages
+            .iter()
+            .map(|p| format!("/packages/{p}"))
+            .collect()
+    }
+}

@@ -1,0 +1,116 @@
+//! Crash diagnosis: why a runtime server did not answer, told from the
+//! container's state (killed for memory, exited, gone) and its last output.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::docker::Sandboxes;
+use super::protocol::request;
+use super::{Failure, Sandbox};
+use bollard::query_parameters::{InspectContainerOptions, LogsOptionsBuilder};
+
+impl Sandboxes {
+    /// Waits until the runtime server answers on its socket.
+    pub(super) async fn wait_ready(
+        &self,
+        sandbox: &Sandbox,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let socket = sandbox.socket();
+        let mut polls = 0u32;
+        loop {
+            if socket.exists() {
+                if let Ok(reply) = request(&socket, "GET", "/health", None, Bytes::new()).await {
+                    if reply.status == 200 {
+                        return Ok(());
+                    }
+                }
+            }
+            polls += 1;
+            // Now and then, check that the container has not died.
+            if polls.is_multiple_of(50) {
+                if let Some(failure) = self.stopped(sandbox).await {
+                    return Err(failure);
+                }
+            }
+            if Instant::now() >= deadline {
+                let logs = self.logs_tail(sandbox).await;
+                return Err(Failure::Platform(anyhow!(
+                    "the runtime server did not come up within {:?}; its log: {logs}",
+                    self.settings.pool.start_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Explains a failed exchange with the runtime server from the
+    /// container's state: killed for memory, exited, or something else.
+    pub(super) async fn diagnose(&self, sandbox: &Sandbox, error: anyhow::Error) -> Failure {
+        // The engine may take a moment to notice the process is gone.
+        for _ in 0..20 {
+            if let Some(failure) = self.stopped(sandbox).await {
+                return failure;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Failure::Platform(error.context("talking to the runtime server"))
+    }
+
+    /// `Some(reason)` when the container is no longer running.
+    async fn stopped(&self, sandbox: &Sandbox) -> Option<Failure> {
+        let mut checks = 0;
+        loop {
+            let state = match self
+                .docker
+                .inspect_container(&sandbox.container_id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(c) => c.state.unwrap_or_default(),
+                Err(e) => return Some(Failure::Crashed(format!("container is gone ({e})"))),
+            };
+            if state.oom_killed == Some(true) {
+                return Some(Failure::OutOfMemory(sandbox.memory_mb));
+            }
+            if state.running == Some(true) {
+                return None;
+            }
+            let code = state.exit_code.unwrap_or(-1);
+            // Killed (SIGKILL): the engine may learn of an OOM kill only
+            // after the exit, so look again for a moment before calling it
+            // a crash.
+            if code == 137 && checks < 10 {
+                checks += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let logs = self.logs_tail(sandbox).await;
+            return Some(Failure::Crashed(format!(
+                "exit code {code}; last output: {logs}"
+            )));
+        }
+    }
+
+    /// The container's last lines of output, for error messages.
+    async fn logs_tail(&self, sandbox: &Sandbox) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("10")
+            .build();
+        let mut stream = self.docker.logs(&sandbox.container_id, Some(options));
+        let mut out = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        let out = out.trim();
+        if out.is_empty() {
+            "(empty)".into()
+        } else {
+            out.to_string()
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The Docker engine's side of a sandbox: create and start the container
+//! with the isolation defaults, load the code, pause, unpause, update,
+//! remove, and clean up what an earlier run left.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bollard::models::{ContainerCreateBody, ContainerUpdateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    RenameContainerOptionsBuilder,
+};
+use bollard::Docker;
+
+use super::cgroup::MemoryPeak;
+use super::engine::{Engine, EngineFuture};
+use super::layout::{self, container_name, link_tree, prepare_dir};
+use super::protocol::{self, error_parts, request, LoadSpec, Payload, Reply};
+use super::{Failure, Kind, Sandbox};
+use crate::config::Settings;
+use crate::function::FunctionSpec;
+use crate::labels::{
+    LABEL_FUNCTION, LABEL_INSTANCE, LABEL_PREWARMED, LABEL_SANDBOX, LABEL_VERSION,
+};
+use crate::manifest::Runtime;
+
+/// The Docker engine: starts, drives and removes sandboxes.
+#[derive(Clone)]
+pub struct Sandboxes {
+    pub(super) docker: Docker,
+    pub(super) settings: Arc<Settings>,
+    root: PathBuf,
+    /// Runtime -> image tag.
+    images: Arc<HashMap<Runtime, String>>,
+}
+
+impl Sandboxes {
+    pub fn new(docker: Docker, settings: Arc<Settings>, images: HashMap<Runtime, String>) -> Self {
+        let root = settings.data_dir.join("sandboxes");
+        Self {
+            docker,
+            settings,
+            root,
+            images: Arc::new(images),
+        }
+    }
+
+    /// Creates the function network if missing: a bridge without traffic
+    /// between containers (functions cannot reach each other).
+    pub async fn ensure_network(&self) -> anyhow::Result<()> {
+        // Docker does not keep network names unique: two managers in one
+        // process (tests) creating at once would make two networks.
+        static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = CREATING.lock().await;
+        let name = &self.settings.network;
+        let inspect = None::<bollard::query_parameters::InspectNetworkOptions>;
+        if self.docker.inspect_network(name, inspect).await.is_ok() {
+            return Ok(());
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_icc".to_string(),
+                "false".to_string(),
+            )])),
+            labels: Some(HashMap::from([(
+                "openlambda.network".to_string(),
+                "1".to_string(),
+            )])),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(request)
+            .await
+            .with_context(|| format!("creating docker network {name}"))?;
+        Ok(())
+    }
+
+    /// Creates and starts a container whose runtime server is up but has no
+    /// code: for `function` when given, else a generic (prewarmed) one that
+    /// [`super::engine::specialise`] later turns into any function's container.
+    pub async fn create(
+        &self,
+        runtime: Runtime,
+        memory_mb: i32,
+        function: Option<&FunctionSpec>,
+    ) -> Result<Sandbox, Failure> {
+        let id = layout::new_id();
+        let dir = self.root.join(&id);
+        prepare_dir(&dir).context("preparing the sandbox directory")?;
+        let mut sandbox = Sandbox {
+            id,
+            container_id: String::new(),
+            dir,
+            kind: Kind::of(runtime, function),
+            memory_mb,
+            memory_peak: MemoryPeak::default(),
+        };
+        match self.create_container(&mut sandbox, runtime).await {
+            Ok(()) => Ok(sandbox),
+            Err(e) => {
+                self.remove(&sandbox).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_container(
+        &self,
+        sandbox: &mut Sandbox,
+        runtime: Runtime,
+    ) -> Result<(), Failure> {
+        let pool = &self.settings.pool;
+        let memory = i64::from(sandbox.memory_mb) * 1024 * 1024;
+        let mut labels = HashMap::from([
+            (LABEL_SANDBOX.to_string(), sandbox.id.clone()),
+            (LABEL_INSTANCE.to_string(), self.settings.instance.clone()),
+        ]);
+        let name = match sandbox.serves() {
+            None => {
+                labels.insert(LABEL_PREWARMED.to_string(), runtime.as_str().to_string());
+                format!("ol-warm-{}", sandbox.id)
+            }
+            Some((function, version)) => {
+                labels.insert(LABEL_FUNCTION.to_string(), function.to_string());
+                labels.insert(LABEL_VERSION.to_string(), version.to_string());
+                container_name(function, &sandbox.id)
+            }
+        };
+        let packages = crate::packages::Installer::cache_dir(&self.settings.data_dir);
+        let host_config = HostConfig {
+            binds: Some(vec![
+                format!("{}:/host", sandbox.dir.display()),
+                format!("{}:/packages:ro", packages.display()),
+            ]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            // CPU weight in proportion to memory, as Lambda does.
+            cpu_shares: Some(cpu_shares(sandbox.memory_mb)),
+            pids_limit: Some(pool.pids_limit),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}m", pool.tmpfs_mb),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            network_mode: Some(self.settings.network.clone()),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(self.image_for(runtime)?),
+            user: Some("65534:65534".into()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .context("creating the function container")?;
+        sandbox.container_id = created.id;
+        self.docker
+            .start_container(
+                &sandbox.container_id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .context("starting the function container")?;
+        // The memory cgroup exists once the container runs.
+        sandbox.memory_peak = MemoryPeak::find(&sandbox.container_id);
+        self.wait_ready(sandbox, Instant::now() + pool.start_timeout)
+            .await
+    }
+
+    /// Links `function`'s code into the sandbox and loads the handler.
+    pub async fn load(
+        &self,
+        sandbox: &Sandbox,
+        function: &FunctionSpec,
+        code_dir: &Path,
+    ) -> Result<Duration, Failure> {
+        let started = Instant::now();
+        let target = sandbox.dir.join(layout::CODE_DIR);
+        let source = code_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || link_tree(&source, &target))
+            .await
+            .map_err(|e| anyhow!("linking the code: {e}"))?
+            .context("linking the code into the sandbox")?;
+        let (module, func) = function.handler.rsplit_once('.').ok_or_else(|| {
+            anyhow!(
+                "stored handler {:?} is not module.function",
+                function.handler
+            )
+        })?;
+        let spec = LoadSpec {
+            protocol: protocol::PROTOCOL_VERSION,
+            dir: layout::CODE_IN_CONTAINER,
+            module,
+            function: func,
+            env: &function.environment,
+            packages: function.package_paths(),
+            function_name: &function.name,
+            version: &function.version,
+            memory_mb: function.memory_mb,
+        };
+        let spec = serde_json::to_vec(&spec).context("encoding the load spec")?;
+        let limit = self.settings.pool.start_timeout;
+        let reply = tokio::time::timeout(
+            limit,
+            request(&sandbox.socket(), "POST", "/load", None, spec.into()),
+        )
+        .await
+        .map_err(|_| anyhow!("loading the handler took longer than {limit:?}"))?;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => return Err(self.diagnose(sandbox, e).await),
+        };
+        // Before the status: a server of another version fails the load with
+        // its own error, which is the platform's fault, not the code's.
+        reply.check_protocol()?;
+        if reply.status != 200 {
+            let (kind, message) = error_parts(&reply.body);
+            return Err(Failure::Load { kind, message });
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Sets the container's memory limit, without swap, and its CPU weight.
+    pub async fn set_memory(&self, sandbox: &Sandbox, memory_mb: i32) -> anyhow::Result<()> {
+        let memory = i64::from(memory_mb) * 1024 * 1024;
+        let update = ContainerUpdateBody {
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            cpu_shares: Some(cpu_shares(memory_mb)),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(&sandbox.container_id, update)
+            .await
+            .with_context(|| format!("updating container {}", sandbox.container_id))
+    }
+
+    fn image_for(&self, runtime: Runtime) -> anyhow::Result<String> {
+        self.images
+            .get(&runtime)
+            .cloned()
+            .ok_or_else(|| anyhow!("no image for runtime {}", runtime.as_str()))
+    }
+
+    /// Sends one call to the handler, within `timeout`.
+    pub async fn invoke(
+        &self,
+        sandbox: &Sandbox,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Result<Reply, Failure> {
+        let socket = sandbox.socket();
+        let (body, meta_length) = payload.framed()?;
+        let exchange = request(&socket, "POST", "/invoke", meta_length, body);
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(Failure::Timeout(timeout)),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(self.diagnose(sandbox, e).await),
+        }
+    }
+
+    pub async fn pause(&self, sandbox: &Sandbox) -> anyhow::Result<()> {
+        Ok(self.docker.pause_container(&sandbox.container_id).await?)
+    }
+
+    pub async fn unpause(&self, sandbox: &Sandbox) -> anyhow::Result<()> {
+        Ok(self.docker.unpause_container(&sandbox.container_id).await?)
+    }
+
+    /// Kills and removes the container and its directory; never fails (what
+    /// cannot be removed now is found by label on the next start).
+    pub async fn remove(&self, sandbox: &Sandbox) {
+        if !sandbox.container_id.is_empty() {
+            self.remove_container(&sandbox.container_id).await;
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(&sandbox.dir).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %sandbox.dir.display(), error = %e, "removing sandbox directory");
+            }
+        }
+    }
+
+    async fn remove_container(&self, id: &str) {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        // A container that is being paused or unpaused right now can refuse
+        // removal for a moment; try again before giving up.
+        for attempt in 1..=5 {
+            match self
+                .docker
+                .remove_container(id, Some(options.clone()))
+                .await
+            {
+                Ok(()) => return,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return,
+                Err(e) if attempt == 5 => {
+                    tracing::warn!(container = id, error = %e, "could not remove container");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+            }
+        }
+    }
+
+    /// Removes every container and sandbox directory this instance left
+    /// behind (a crash, a kill): found by the `openlambda.instance` label.
+    pub async fn remove_leftovers(&self) -> anyhow::Result<usize> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_INSTANCE}={}", self.settings.instance)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .context("listing leftover containers")?;
+        let count = containers.len();
+        futures_util::future::join_all(
+            containers
+                .iter()
+                .filter_map(|c| c.id.as_deref())
+                .map(|id| self.remove_container(id)),
+        )
+        .await;
+        if self.root.exists() {
+            let _ = tokio::fs::remove_dir_all(&self.root).await;
+        }
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        Ok(count)
+    }
+}
+
+/// CPU weight in proportion to memory, as Lambda does.
+fn cpu_shares(memory_mb: i32) -> i64 {
+    i64::from(memory_mb).clamp(2, 262_144)
+}
+
+impl Engine for Sandboxes {
+    fn create<'a>(
+        &'a self,
+        runtime: Runtime,
+        memory_mb: i32,
+        function: Option<&'a FunctionSpec>,
+    ) -> EngineFuture<'a, Result<Sandbox, Failure>> {
+        Box::pin(Sandboxes::create(self, runtime, memory_mb, function))
+    }
+
+    fn load<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        function: &'a FunctionSpec,
+        code: &'a Path,
+    ) -> EngineFuture<'a, Result<Duration, Failure>> {
+        Box::pin(Sandboxes::load(self, sandbox, function, code))
+    }
+
+    fn pause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>> {
+        Box::pin(Sandboxes::pause(self, sandbox))
+    }
+
+    fn unpause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>> {
+        Box::pin(Sandboxes::unpause(self, sandbox))
+    }
+
+    fn set_memory<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        memory_mb: i32,
+    ) -> EngineFuture<'a, anyhow::Result<()>> {
+        Box::pin(Sandboxes::set_memory(self, sandbox, memory_mb))
+    }
+
+    fn remove<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, ()> {
+        Box::pin(Sandboxes::remove(self, sandbox))
+    }
+
+    /// Names the container after its function, off the call path.
+    fn specialised(&self, sandbox: &Sandbox) {
+        let docker = self.docker.clone();
+        let (id, name) = (
+            sandbox.container_id.clone(),
+            container_name(sandbox.function_or_dash(), &sandbox.id),
+        );
+        tokio::spawn(async move {
+            let options = RenameContainerOptionsBuilder::default().name(&name).build();
+            let _ = docker.rename_container(&id, options).await;
+        });
+    }
+}

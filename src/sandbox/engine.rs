@@ -1,0 +1,125 @@
+//! The container engine as the pool sees it: a trait, so that the pool's
+//! scheduling (leases, queue, eviction, prewarm, shutdown) is tested in
+//! milliseconds against the in-memory fake (`fake`, tests only), while
+//! [`super::Sandboxes`] drives Docker. Futures are boxed so the pool holds an
+//! `Arc<dyn Engine>`.
+//!
+//! Only what the pool needs is here; the call itself goes to the runtime
+//! server over the protocol, not through the engine.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use super::{Failure, Kind, Sandbox};
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
+
+/// A boxed, sendable future borrowing from the engine and its arguments.
+pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Container operations, each one engine round trip (or a few).
+pub trait Engine: Send + Sync + 'static {
+    /// Creates and starts a container whose runtime server is up but has no
+    /// code: for `function` when given, else a generic (prewarmed) one of
+    /// `runtime`. On failure nothing is left behind.
+    fn create<'a>(
+        &'a self,
+        runtime: Runtime,
+        memory_mb: i32,
+        function: Option<&'a FunctionSpec>,
+    ) -> EngineFuture<'a, Result<Sandbox, Failure>>;
+
+    /// Puts `function`'s code into the sandbox and loads the handler;
+    /// returns the time the load took.
+    fn load<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        function: &'a FunctionSpec,
+        code: &'a Path,
+    ) -> EngineFuture<'a, Result<Duration, Failure>>;
+
+    fn pause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>>;
+
+    fn unpause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>>;
+
+    /// Sets the container's memory limit (and CPU weight with it).
+    fn set_memory<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        memory_mb: i32,
+    ) -> EngineFuture<'a, anyhow::Result<()>>;
+
+    /// Kills and removes the container and its directory; never fails (what
+    /// cannot be removed now is found by label on the next start).
+    fn remove<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, ()>;
+
+    /// A generic container now serves a function: a cosmetic rename,
+    /// off the call path. Engines without names do nothing.
+    fn specialised(&self, _sandbox: &Sandbox) {}
+}
+
+/// Creates a container for `function` and loads its code. Returns the
+/// sandbox and the load time; on failure the container is removed.
+pub async fn start(
+    engine: &dyn Engine,
+    function: &FunctionSpec,
+    code: &Path,
+) -> Result<(Sandbox, Duration), Failure> {
+    let sandbox = engine
+        .create(function.runtime, function.memory_mb, Some(function))
+        .await?;
+    match engine.load(&sandbox, function, code).await {
+        Ok(load_time) => Ok((sandbox, load_time)),
+        Err(e) => {
+            engine.remove(&sandbox).await;
+            Err(e)
+        }
+    }
+}
+
+/// Turns a generic container into `function`'s: unpause (when `paused`),
+/// set its memory limit to the function's, load the code. Returns the
+/// function's sandbox and the time taken; on failure the container is
+/// removed.
+pub async fn specialise(
+    engine: &dyn Engine,
+    generic: &Sandbox,
+    paused: bool,
+    function: &FunctionSpec,
+    code: &Path,
+) -> Result<(Sandbox, Duration), Failure> {
+    let started = Instant::now();
+    let sandbox = Sandbox {
+        id: generic.id.clone(),
+        container_id: generic.container_id.clone(),
+        dir: generic.dir.clone(),
+        kind: Kind::of(function.runtime, Some(function)),
+        memory_mb: function.memory_mb,
+        memory_peak: generic.memory_peak.clone(),
+    };
+    let result = async {
+        if paused {
+            engine.unpause(&sandbox).await?;
+        }
+        if generic.memory_mb != function.memory_mb {
+            engine
+                .set_memory(&sandbox, function.memory_mb)
+                .await
+                .map_err(|e| e.context("setting the container's memory limit"))?;
+        }
+        engine.load(&sandbox, function, code).await
+    }
+    .await;
+    match result {
+        Ok(_) => {
+            engine.specialised(&sandbox);
+            Ok((sandbox, started.elapsed()))
+        }
+        Err(e) => {
+            engine.remove(&sandbox).await;
+            Err(e)
+        }
+    }
+}

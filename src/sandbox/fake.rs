@@ -1,0 +1,174 @@
+//! An in-memory [`Engine`] for the pool's unit tests: no Docker, no
+//! containers, every operation logged, and failures and delays injectable
+//! per operation. What it shows about scheduling, the Docker-backed tests
+//! show once with real containers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use super::engine::{Engine, EngineFuture};
+use super::{Failure, Kind, Sandbox};
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
+
+/// An engine operation, for the log, failures and delays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Load,
+    Pause,
+    Unpause,
+    SetMemory,
+    Remove,
+}
+
+#[derive(Default)]
+struct FakeState {
+    next_id: u64,
+    /// Sandboxes created and not removed.
+    live: BTreeSet<String>,
+    log: Vec<(Op, String)>,
+    /// Operations that fail, counted down per call.
+    failures: HashMap<Op, usize>,
+    delays: HashMap<Op, Duration>,
+}
+
+#[derive(Default)]
+pub struct FakeEngine {
+    state: Mutex<FakeState>,
+}
+
+impl FakeEngine {
+    /// The next `times` calls of `op` fail.
+    pub fn fail(&self, op: Op, times: usize) {
+        self.state.lock().unwrap().failures.insert(op, times);
+    }
+
+    /// Every call of `op` takes `delay` from now on.
+    pub fn delay(&self, op: Op, delay: Duration) {
+        self.state.lock().unwrap().delays.insert(op, delay);
+    }
+
+    /// Ids of the sandboxes that exist (created, not removed).
+    pub fn live(&self) -> Vec<String> {
+        self.state.lock().unwrap().live.iter().cloned().collect()
+    }
+
+    /// Operations done (and tried), in order, with the sandbox id.
+    pub fn log(&self) -> Vec<(Op, String)> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn count(&self, op: Op) -> usize {
+        self.log().iter().filter(|(o, _)| *o == op).count()
+    }
+
+    /// Logs `op`, waits its delay, and says whether it must fail.
+    async fn step(&self, op: Op, id: &str) -> bool {
+        let delay = {
+            let mut state = self.state.lock().unwrap();
+            state.log.push((op, id.to_string()));
+            state.delays.get(&op).copied()
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let mut state = self.state.lock().unwrap();
+        match state.failures.get_mut(&op) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+fn injected(op: Op) -> anyhow::Error {
+    anyhow!("injected failure of {op:?}")
+}
+
+impl Engine for FakeEngine {
+    fn create<'a>(
+        &'a self,
+        runtime: Runtime,
+        memory_mb: i32,
+        function: Option<&'a FunctionSpec>,
+    ) -> EngineFuture<'a, Result<Sandbox, Failure>> {
+        Box::pin(async move {
+            let id = {
+                let mut state = self.state.lock().unwrap();
+                state.next_id += 1;
+                format!("s{}", state.next_id)
+            };
+            if self.step(Op::Create, &id).await {
+                return Err(Failure::Platform(injected(Op::Create)));
+            }
+            self.state.lock().unwrap().live.insert(id.clone());
+            Ok(Sandbox {
+                container_id: format!("c-{id}"),
+                dir: PathBuf::from("/nonexistent").join(&id),
+                kind: Kind::of(runtime, function),
+                memory_mb,
+                memory_peak: Default::default(),
+                id,
+            })
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        _function: &'a FunctionSpec,
+        _code: &'a Path,
+    ) -> EngineFuture<'a, Result<Duration, Failure>> {
+        Box::pin(async move {
+            if self.step(Op::Load, &sandbox.id).await {
+                return Err(Failure::Load {
+                    kind: "InjectedError".into(),
+                    message: "injected failure of Load".into(),
+                });
+            }
+            Ok(Duration::from_millis(1))
+        })
+    }
+
+    fn pause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>> {
+        self.simple(Op::Pause, sandbox)
+    }
+
+    fn unpause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>> {
+        self.simple(Op::Unpause, sandbox)
+    }
+
+    fn set_memory<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        _memory_mb: i32,
+    ) -> EngineFuture<'a, anyhow::Result<()>> {
+        self.simple(Op::SetMemory, sandbox)
+    }
+
+    fn remove<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, ()> {
+        Box::pin(async move {
+            // A removal never fails; an injected failure is ignored.
+            self.step(Op::Remove, &sandbox.id).await;
+            self.state.lock().unwrap().live.remove(&sandbox.id);
+        })
+    }
+}
+
+impl FakeEngine {
+    fn simple<'a>(&'a self, op: Op, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if self.step(op, &sandbox.id).await {
+                return Err(injected(op));
+            }
+            Ok(())
+        })
+    }
+}
