@@ -7,13 +7,15 @@
 #   4. builds the crate and the runtime images (ol images);
 #   5. runs the unit and integration tests (real Docker, real Postgres);
 #   6. runs the compose stack offline (scripts/compose-test.sh);
-#   7. removes the test containers, network and database cluster.
+#   7. removes the test containers, network, databases and database cluster.
+# The closing line sums only counts that checks printed, and the script
+# exits non-zero when any check failed or any step stopped early.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-trap 'ol_cleanup_tests; ol_stop_postgres' EXIT
+trap 'ol_cleanup_tests; ol_drop_test_databases; ol_stop_postgres' EXIT
 
 export OL_BASE_IMAGE="${OL_BASE_IMAGE:-$(images/bootstrap-base.sh | tail -n1)}"
 if ! command -v chromedriver >/dev/null 2>&1; then
@@ -33,9 +35,22 @@ step "running the tests"
 cargo test --locked -- --test-threads="${OL_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
 step "running the compose stack offline"
 bash scripts/compose-test.sh 2>&1 | tee -a "$log" || status=$?
-# One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ || /^compose: [0-9]+ passed/ {
-         for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
-     END { printf "\nall tests: %d passed, %d failed\n", p, f }' "$log"
+# One closing line for the whole run, summed from the lines the checks print
+# (cargo one per test binary, the bench check and the compose test one each).
+# A step that stopped without printing its counts (a build error, a crashed
+# test binary) leaves status non-zero: it is reported as one more failure.
+read -r passed failed < <(awk '
+    /^test result:/ || /^compose: [0-9]+ passed, [0-9]+ failed$/ || /^bench check: [0-9]+ passed, [0-9]+ failed$/ {
+        for (i = 2; i <= NF; i++) {
+            if ($i ~ /^passed/) p += $(i-1)
+            if ($i ~ /^failed/) f += $(i-1)
+        }
+    }
+    END { print p + 0, f + 0 }' "$log")
 rm -f "$log"
-exit "$status"
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    echo "a step stopped before printing its counts (exit $status)" >&2
+    failed=1
+fi
+printf '\nall tests: %d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]
