@@ -71,3 +71,14 @@ ol_drop_test_databases() {
         psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null 2>&1 || true
     done
 }
+
+# Removes what a benchmark run leaves when it fails half-way: containers of
+# bench instances (label openlambda.instance=bench-*) and the bench network.
+ol_cleanup_bench() {
+    local ids
+    ids=$(docker ps -a --filter label=openlambda.instance \
+        --format '{{.ID}} {{.Label "openlambda.instance"}}' | awk '$2 ~ /^bench-/ {print $1}')
+    # shellcheck disable=SC2086
+    [ -n "$ids" ] && docker rm -f $ids >/dev/null || true
+    docker network rm openlambda-bench >/dev/null 2>&1 || true
+}
