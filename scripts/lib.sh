@@ -59,14 +59,15 @@ ol_cleanup_tests() {
     docker network rm openlambda-test >/dev/null 2>&1 || true
 }
 
-# Drops the databases tests make (ol_test_*) that a failed or killed test
-# left behind; a test drops its own when it ends, even when it fails.
+# Drops the databases tests and the bench check make (ol_test_*, ol_bench_*)
+# that a killed run left behind; each drops its own when it ends, even when
+# it fails.
 ol_drop_test_databases() {
     [ -n "${DATABASE_URL:-}" ] || return 0
     command -v psql >/dev/null 2>&1 || return 0
     local names
-    names=$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'ol\_test\_%'" 2>/dev/null || true)
-    [ -n "$names" ] && step "dropping $(echo "$names" | wc -l) leftover test databases"
+    names=$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'ol\_test\_%' OR datname LIKE 'ol\_bench\_%'" 2>/dev/null || true)
+    [ -n "$names" ] && step "dropping $(echo "$names" | wc -l) leftover test and bench databases"
     for name in $names; do
         psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null 2>&1 || true
     done
