@@ -7,14 +7,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-cleanup_bench() {
-    local ids
-    ids=$(docker ps -a --format '{{.ID}} {{.Label "openlambda.instance"}}' | awk '$2 ~ /^bench-/ {print $1}')
-    # shellcheck disable=SC2086
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null || true
-    docker network rm openlambda-bench >/dev/null 2>&1 || true
-}
-trap 'cleanup_bench; ol_stop_postgres' EXIT
+trap 'ol_cleanup_bench; ol_stop_postgres' EXIT
 
 export OL_BASE_IMAGE="${OL_BASE_IMAGE:-$(images/bootstrap-base.sh | tail -n1)}"
 ol_start_postgres

@@ -58,3 +58,28 @@ ol_cleanup_tests() {
     fi
     docker network rm openlambda-test >/dev/null 2>&1 || true
 }
+
+# Drops the databases tests and the bench check make (ol_test_*, ol_bench_*)
+# that a killed run left behind; each drops its own when it ends, even when
+# it fails.
+ol_drop_test_databases() {
+    [ -n "${DATABASE_URL:-}" ] || return 0
+    command -v psql >/dev/null 2>&1 || return 0
+    local names
+    names=$(psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'ol\_test\_%' OR datname LIKE 'ol\_bench\_%'" 2>/dev/null || true)
+    [ -n "$names" ] && step "dropping $(echo "$names" | wc -l) leftover test and bench databases"
+    for name in $names; do
+        psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
+
+# Removes what a benchmark run leaves when it fails half-way: containers of
+# bench instances (label openlambda.instance=bench-*) and the bench network.
+ol_cleanup_bench() {
+    local ids
+    ids=$(docker ps -a --filter label=openlambda.instance \
+        --format '{{.ID}} {{.Label "openlambda.instance"}}' | awk '$2 ~ /^bench-/ {print $1}')
+    # shellcheck disable=SC2086
+    [ -n "$ids" ] && docker rm -f $ids >/dev/null || true
+    docker network rm openlambda-bench >/dev/null 2>&1 || true
+}

@@ -31,6 +31,7 @@
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 //! - [`store`]: Postgres tables, one file per table family.
 //! - [`bench`]: `ol bench`, the pool's figures measured side by side.
+//! - [`testing`]: what tests and `ol bench` share: zips, throwaway databases.
 //! - [`cli`]: the `ol` command.
 
 pub mod api;
@@ -51,3 +52,4 @@ pub mod packages;
 pub mod pool;
 pub mod sandbox;
 pub mod store;
+pub mod testing;

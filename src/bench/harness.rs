@@ -1,7 +1,6 @@
 //! What the scenarios stand on: managers started in this process, each
 //! with its own database and data directory, and an HTTP client.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,12 +11,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::{AppState, Application};
-use crate::config::{self, Settings};
+use crate::config::Settings;
+use crate::testing::{self, ThrowawayDatabase};
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -46,43 +46,22 @@ pub struct Env {
 
 impl Env {
     pub async fn from_env() -> anyhow::Result<Self> {
-        let admin_url = config::env("DATABASE_URL")
-            .context("DATABASE_URL is not set; run the benchmark through scripts/bench.sh")?;
-        let base_image = config::base_image(&config::env);
+        let admin_url = testing::admin_database_url()?;
         PgConnection::connect(&admin_url)
             .await
             .context("connecting to DATABASE_URL")?;
         Ok(Self {
             admin_url,
-            base_image,
+            base_image: testing::base_image(),
         })
     }
 
-    /// Creates an empty database; returns its name and URL.
-    async fn create_database(&self, label: &str) -> anyhow::Result<(String, String)> {
-        let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
-        let name = format!("ol_bench_{label}_{id}").replace('-', "_");
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
-            .await?;
-        let (server, _) = self
-            .admin_url
-            .rsplit_once('/')
-            .context("DATABASE_URL names no database")?;
-        let url = format!("{server}/{name}");
-        Ok((name, url))
-    }
-
-    /// A fresh, migrated database (dropped with [`Database::drop`]).
+    /// A fresh, migrated database (dropped with [`Database::drop`], or when
+    /// the run fails before that).
     pub async fn database(&self, label: &str) -> anyhow::Result<Database> {
-        let (name, url) = self.create_database(label).await?;
-        let pool = crate::store::connect(&url).await?;
-        Ok(Database {
-            pool,
-            name,
-            admin_url: self.admin_url.clone(),
-        })
+        let db = ThrowawayDatabase::create(&self.admin_url, &bench_prefix(label)).await?;
+        let pool = crate::store::connect(db.url()).await?;
+        Ok(Database { pool, db })
     }
 
     /// Starts a manager with default settings changed by `tune`.
@@ -92,10 +71,10 @@ impl Env {
         tune: impl FnOnce(&mut Settings),
     ) -> anyhow::Result<Manager> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-        let (db_name, db_url) = self.create_database(label).await?;
+        let db = ThrowawayDatabase::create(&self.admin_url, &bench_prefix(label)).await?;
         let data_dir = std::env::temp_dir().join(format!("ol-bench-{label}-{id}"));
         let vars = [
-            ("DATABASE_URL", db_url),
+            ("DATABASE_URL", db.url().to_string()),
             ("OL_LISTEN", "127.0.0.1:0".into()),
             ("OL_DATA_DIR", data_dir.display().to_string()),
             ("OL_BASE_IMAGE", self.base_image.clone()),
@@ -119,8 +98,7 @@ impl Env {
             addr,
             state,
             data_dir,
-            db_name,
-            admin_url: self.admin_url.clone(),
+            db,
             shutdown: tx,
             task,
             client: http_client(),
@@ -132,23 +110,20 @@ impl Env {
     }
 }
 
+/// `ol_bench_{label}`, a plain identifier for database names.
+fn bench_prefix(label: &str) -> String {
+    format!("ol_bench_{label}").replace('-', "_")
+}
+
 pub struct Database {
     pub pool: sqlx::PgPool,
-    name: String,
-    admin_url: String,
+    db: ThrowawayDatabase,
 }
 
 impl Database {
     pub async fn drop(self) -> anyhow::Result<()> {
         self.pool.close().await;
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                r#"DROP DATABASE IF EXISTS "{}""#,
-                self.name
-            )))
-            .await?;
-        Ok(())
+        self.db.drop_now().await
     }
 }
 
@@ -156,8 +131,7 @@ pub struct Manager {
     pub addr: SocketAddr,
     pub state: AppState,
     pub data_dir: PathBuf,
-    db_name: String,
-    admin_url: String,
+    db: ThrowawayDatabase,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
     pub client: HttpClient,
@@ -165,12 +139,12 @@ pub struct Manager {
 
 impl Manager {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", testing::base_url(self.addr))
     }
 
     /// Deploys `f.py` (and `ol.yaml`) as `name`.
     pub async fn deploy(&self, name: &str, handler: &str, manifest: &str) -> anyhow::Result<()> {
-        let zip = zip_of(&[("f.py", handler), ("ol.yaml", manifest)])?;
+        let zip = testing::zip_of(&[("f.py", handler), ("ol.yaml", manifest)]);
         let request = hyper::Request::put(self.url(&format!("/api/v1/functions/{name}")))
             .header("content-type", "application/zip")
             .body(Full::new(Bytes::from(zip)))?;
@@ -204,25 +178,10 @@ impl Manager {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
         self.task.await??;
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                r#"DROP DATABASE IF EXISTS "{}""#,
-                self.db_name
-            )))
-            .await?;
+        self.db.drop_now().await?;
         let _ = std::fs::remove_dir_all(&self.data_dir);
         Ok(())
     }
-}
-
-fn zip_of(files: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, body) in files {
-        w.start_file(*name, zip::write::SimpleFileOptions::default())?;
-        w.write_all(body.as_bytes())?;
-    }
-    Ok(w.finish()?.into_inner())
 }
 
 /// Progress on stderr, so stdout stays the report.

@@ -11,11 +11,13 @@
 //! Each scenario runs its own manager in this process (own database, data
 //! directory and instance label) and removes it afterwards.
 
+mod check;
 mod harness;
 mod scenarios;
 
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
@@ -43,9 +45,30 @@ pub struct BenchOptions {
     /// Records in the writer scenario.
     #[arg(long, default_value_t = 50_000)]
     pub writer_records: usize,
-    /// Also write the JSON report to this file.
+    /// Also write the JSON report to this file (`scripts/bench-table.sh`
+    /// turns it into README's table).
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Compare each figure with its target; exit non-zero when one is missed.
+    #[arg(long)]
+    pub check: bool,
+    /// A short run for CI (about a minute): small sizes, and with `--check`
+    /// ratios only, with bounds loose enough for noise and a debug build.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+impl BenchOptions {
+    /// The sizes of a quick run (they replace the ones given).
+    fn quickened(mut self) -> Self {
+        self.warm_calls = 300;
+        self.cold_functions = 3;
+        self.burst_clients = 10;
+        self.burst_secs = 5;
+        self.burst_handler_ms = 200;
+        self.writer_records = 5_000;
+        self
+    }
 }
 
 /// Latency figures of one series, in milliseconds.
@@ -78,6 +101,14 @@ impl Stats {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// The commit measured (`git rev-parse HEAD` where the run started, or
+    /// `OL_COMMIT`), so a table names what it describes.
+    pub commit: String,
+    /// The command line of the run.
+    pub command: String,
+    /// Each figure against its target (with `--check`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<check::Check>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm: Option<scenarios::Warm>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,8 +120,17 @@ pub struct Report {
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    let options = if options.quick {
+        options.quickened()
+    } else {
+        options
+    };
     let env = harness::Env::from_env().await?;
-    let mut report = Report::default();
+    let mut report = Report {
+        commit: commit(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ..Report::default()
+    };
     for scenario in &options.only {
         match scenario.as_str() {
             "warm" => report.warm = Some(scenarios::warm(&env, &options).await?),
@@ -101,12 +141,35 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
         }
     }
     print_table(&report);
+    let failed = if options.check {
+        report.checks = check::checks(&report, options.quick);
+        check::print(&report.checks)
+    } else {
+        0
+    };
     let json = serde_json::to_string_pretty(&report)?;
-    println!("{json}");
     if let Some(path) = &options.json {
-        std::fs::write(path, &json)?;
+        std::fs::write(path, &json)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    } else {
+        println!("{json}");
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} figure(s) missed their target (the FAIL lines above)");
     }
     Ok(())
+}
+
+/// The commit of the working directory, else `OL_COMMIT`, else "unknown".
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .or_else(|| crate::config::env("OL_COMMIT"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn print_table(report: &Report) {

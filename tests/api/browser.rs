@@ -160,12 +160,19 @@ impl Browser {
         .unwrap();
     }
 
-    async fn quit(mut self) {
+    /// Ends the session (closing Chromium); dropping self stops chromedriver.
+    async fn quit(self) {
         let _ = self
             .http
             .delete(format!("{}/session/{}", self.base, self.session))
             .send()
             .await;
+    }
+}
+
+impl Drop for Browser {
+    /// A test that fails half-way does not leave chromedriver running.
+    fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
 
+use openlambda::testing::ThrowawayDatabase;
+
 use crate::helpers::{
-    eventually, labelled_containers, spawn_app, spawn_app_with, start, test_settings, ECHO,
+    admin_url, eventually, labelled_containers, spawn_app, spawn_app_with, zip_of, ECHO,
 };
+use crate::process::{entries, ServeEnv};
 
 async fn paused(app: &crate::helpers::TestApp, id: &str) -> bool {
     let c = app
@@ -196,27 +199,53 @@ async fn graceful_stop_removes_containers_and_sandboxes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_after_a_crash_removes_what_was_left() {
-    let (settings, data_dir) = test_settings().await;
-    let app = start(settings.clone(), data_dir.clone()).await;
-    app.deploy_ok("orphan", &[("f.py", ECHO)]).await;
-    assert_eq!(app.run("orphan", "1").await.status(), 200);
-    let before = app.containers("orphan").await;
-    assert_eq!(before.len(), 1);
-    let sandboxes = data_dir.path().join("sandboxes");
-    assert_eq!(std::fs::read_dir(&sandboxes).unwrap().count(), 1);
-    app.crash();
+    let database = ThrowawayDatabase::create(&admin_url(), "ol_test")
+        .await
+        .unwrap();
+    let env = ServeEnv::new(database.url().to_string());
+    let docker = openlambda::app::connect_docker().await.unwrap();
+    let http = reqwest::Client::new();
+    let run = |event: &'static str| {
+        http.post(format!("{}/run/orphan", env.base()))
+            .body(event)
+            .send()
+    };
 
-    let again = start(settings, data_dir.clone()).await;
-    assert!(
-        again.containers("orphan").await.is_empty(),
-        "leftover container removed"
-    );
+    let manager = env.serve().await;
+    let response = http
+        .put(format!("{}/api/v1/functions/orphan", env.base()))
+        .body(zip_of(&[("f.py", ECHO)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(run("1").await.unwrap().status(), 200);
     assert_eq!(
-        std::fs::read_dir(&sandboxes).unwrap().count(),
-        0,
-        "leftover sandbox removed"
+        labelled_containers(&docker, &env.instance, Some("orphan"))
+            .await
+            .len(),
+        1
     );
+    assert_eq!(entries(&env.sandboxes()), 1);
+    manager.kill().await; // SIGKILL: no clean-up of any kind
+    assert_eq!(
+        labelled_containers(&docker, &env.instance, Some("orphan"))
+            .await
+            .len(),
+        1,
+        "a killed manager leaves its container"
+    );
+
+    let manager = env.serve().await;
+    assert!(
+        labelled_containers(&docker, &env.instance, Some("orphan"))
+            .await
+            .is_empty(),
+        "leftover container removed at start"
+    );
+    assert_eq!(entries(&env.sandboxes()), 0, "leftover sandbox removed");
     // The function itself survived: Postgres is the source of truth.
-    assert_eq!(again.run("orphan", "5").await.text().await.unwrap(), "5");
-    again.stop().await;
+    assert_eq!(run("5").await.unwrap().text().await.unwrap(), "5");
+    manager.stop().await;
+    database.drop_now().await.unwrap();
 }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Cursor, Write};
 use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -14,10 +13,12 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use openlambda::app::{connect_docker, Application};
 use openlambda::config::Settings;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use openlambda::testing::{base_image, base_url, ThrowawayDatabase};
+use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use zip::write::SimpleFileOptions;
+
+pub use openlambda::testing::zip_of;
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -27,7 +28,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub pool: openlambda::pool::Pool,
     pub recorder: openlambda::meter::Recorder,
-    pub data_dir: std::sync::Arc<tempfile::TempDir>,
+    pub data_dir: std::sync::Arc<Scratch>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -47,44 +48,57 @@ fn init_tracing() {
     });
 }
 
+/// What one test manager owns outside the process: its data directory and
+/// its database, both removed when the last holder (the test, or a manager
+/// restarted on them) drops them, even when the test fails.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    pub database: ThrowawayDatabase,
+}
+
+impl Scratch {
+    /// The data directory.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// `DATABASE_URL` of the server where test databases are made.
+pub fn admin_url() -> String {
+    openlambda::testing::admin_database_url().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Settings for a fresh test manager: new database, data dir and instance.
-pub async fn test_settings() -> (Settings, std::sync::Arc<tempfile::TempDir>) {
-    let admin_url = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL is not set: run the tests through scripts/test.sh");
-    let db_name = format!("ol_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to Postgres");
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            r#"CREATE DATABASE "{db_name}""#
-        )))
+pub async fn test_settings() -> (Settings, std::sync::Arc<Scratch>) {
+    let database = ThrowawayDatabase::create(&admin_url(), "ol_test")
         .await
         .expect("create test database");
-    let (server, _) = admin_url
-        .rsplit_once('/')
-        .expect("DATABASE_URL has a database");
-    let data_dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let scratch = std::sync::Arc::new(Scratch {
+        dir: tempfile::tempdir().expect("temp dir"),
+        database,
+    });
     let instance = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let vars = HashMap::from([
-        ("DATABASE_URL".to_string(), format!("{server}/{db_name}")),
+        (
+            "DATABASE_URL".to_string(),
+            scratch.database.url().to_string(),
+        ),
         ("OL_LISTEN".into(), "127.0.0.1:0".into()),
-        ("OL_DATA_DIR".into(), data_dir.path().display().to_string()),
-        (
-            "OL_BASE_IMAGE".into(),
-            std::env::var("OL_BASE_IMAGE").unwrap_or_else(|_| "openlambda/base:bookworm".into()),
-        ),
+        ("OL_DATA_DIR".into(), scratch.path().display().to_string()),
+        ("OL_BASE_IMAGE".into(), base_image()),
         ("OL_INSTANCE".into(), instance),
-        (
-            "OL_NETWORK".into(),
-            std::env::var("OL_TEST_NETWORK").unwrap_or_else(|_| "openlambda-test".into()),
-        ),
+        ("OL_NETWORK".into(), test_network()),
         ("OL_POOL_PAUSE_GRACE_MS".into(), "300".into()),
         // Tests of prewarming turn it on; the rest see only their own containers.
         ("OL_POOL_PREWARM".into(), "0".into()),
     ]);
     let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings");
-    (settings, data_dir)
+    (settings, scratch)
+}
+
+/// The Docker network test functions run on (`OL_TEST_NETWORK`).
+pub fn test_network() -> String {
+    std::env::var("OL_TEST_NETWORK").unwrap_or_else(|_| "openlambda-test".into())
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -98,7 +112,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 /// Starts a manager on existing settings (a restart, when they are reused).
-pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDir>) -> TestApp {
+pub async fn start(settings: Settings, data_dir: std::sync::Arc<Scratch>) -> TestApp {
     init_tracing();
     let app = Application::build(settings.clone())
         .await
@@ -127,7 +141,7 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", base_url(self.addr))
     }
 
     /// `GET path` on this manager.
@@ -201,14 +215,6 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
-
-    /// Stops serving without any clean-up, as a crash would.
-    pub fn crash(mut self) {
-        self.shutdown.take();
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-    }
 }
 
 impl Drop for TestApp {
@@ -217,21 +223,27 @@ impl Drop for TestApp {
         if self.server.is_none() {
             return;
         }
-        let label = format!("label=openlambda.instance={}", self.settings.instance);
-        if let Ok(out) = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &label])
-            .output()
-        {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .output();
-            }
+        remove_instance_containers(&self.settings.instance);
+    }
+}
+
+/// Removes every container labelled with `instance` (blocking: it runs in
+/// `Drop`, also while a failed test unwinds).
+pub fn remove_instance_containers(instance: &str) {
+    let label = format!("label=openlambda.instance={instance}");
+    if let Ok(out) = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &label])
+        .output()
+    {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
         }
     }
 }
@@ -268,13 +280,19 @@ pub async fn labelled_containers(
     docker.list_containers(Some(options)).await.unwrap()
 }
 
-pub fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for (name, body) in files {
-        w.start_file(*name, SimpleFileOptions::default()).unwrap();
-        w.write_all(body.as_bytes()).unwrap();
-    }
-    w.finish().unwrap().into_inner()
+/// Waits (10 s at most) until `n` containers serve a call, as `/metrics`
+/// counts them: the condition a test would otherwise guess with a sleep.
+pub async fn busy(app: &TestApp, n: usize) -> bool {
+    let line = format!("openlambda_containers{{state=\"busy\"}} {n}\n");
+    eventually(Duration::from_secs(10), || async {
+        app.get("/metrics")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains(&line)
+    })
+    .await
 }
 
 /// Polls `check` until it is true or `limit` passes.

@@ -2,12 +2,14 @@
 //! Postgres. Run them through scripts/test.sh, which sets both up.
 
 mod billing;
+mod billing_rules;
 mod browser;
 mod containers;
 mod dashboard;
 mod helpers;
 mod invoke;
 mod pool;
+mod process;
 mod records;
 mod runtimes;
 mod security_packages;

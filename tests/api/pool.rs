@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
 
-use crate::helpers::{concurrent_runs, eventually, json, spawn_app, spawn_app_with, ECHO};
+use crate::helpers::{busy, concurrent_runs, eventually, json, spawn_app, spawn_app_with, ECHO};
 
 /// Answers the container's hostname (its id) after sleeping `event` seconds.
 const SLEEPER: &str =
@@ -63,7 +63,7 @@ async fn past_max_concurrency_calls_queue_then_get_429() {
     // One runs for 4 s; a second waits 1.5 s in line, then is throttled.
     let slow = app.run("narrow", "4");
     let late = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(busy(&app, 1).await, "the slow call holds the container");
         app.run("narrow", "0").await
     };
     let (slow, late) = tokio::join!(slow, late);
@@ -85,6 +85,21 @@ async fn past_max_concurrency_calls_queue_then_get_429() {
         .count("SELECT count(*) FROM invocations WHERE status = 'throttled' AND NOT billed")
         .await;
     assert_eq!(throttled, 1, "a throttled call is recorded, not billed");
+    let waits: Vec<i64> = sqlx::query_scalar(
+        "SELECT wait_ms FROM invocations WHERE function = 'narrow' ORDER BY wait_ms",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let most = *waits.last().unwrap();
+    assert!(
+        (1500..3000).contains(&most),
+        "the throttled call waited its queue deadline (1.5 s): {waits:?}"
+    );
+    assert!(
+        waits.iter().filter(|w| **w >= 250).count() >= 3,
+        "two of the three queued 0.3 s calls waited for the one before: {waits:?}"
+    );
 
     // The API raises the limit.
     let response = app
@@ -299,7 +314,7 @@ async fn killed_container_is_a_502_and_the_next_call_gets_a_fresh_one() {
 
     let call = app.run("victim", "5");
     let kill = async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(busy(&app, 1).await, "the call is in the container");
         app.docker
             .kill_container(&id, None::<bollard::query_parameters::KillContainerOptions>)
             .await

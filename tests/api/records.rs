@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use chrono::{Days, Utc};
 
+use openlambda::store::invocations::Invocation;
+
 use crate::helpers::{
-    eventually, free_port, json, spawn_app, spawn_app_with, zip_of, OwnPostgres, ECHO,
+    eventually, json, spawn_app, spawn_app_with, start, test_settings, zip_of, OwnPostgres, ECHO,
 };
+use crate::process::{entries, ServeEnv};
 
 const PRINTER: &str = r#"
 import sys, time
@@ -70,7 +73,7 @@ async fn every_field_of_the_record_is_filled() {
     assert_eq!(r["version"], version);
     assert_eq!(r["cold"], true);
     assert!(r["init_ms"].as_i64().unwrap() > 0, "{r}");
-    assert!(r["wait_ms"].as_i64().unwrap() >= 0);
+    // wait_ms is checked where calls do wait: pool::past_max_concurrency_*.
     assert_eq!(
         (r["status"].as_str(), r["http_status"].as_i64()),
         (Some("success"), Some(200))
@@ -238,9 +241,9 @@ async fn billing_by_day_and_as_csv() {
     app.deploy_ok("csv-b", &[("f.py", ECHO), ("ol.yaml", "memory_mb: 1024\n")])
         .await;
     for _ in 0..3 {
-        app.run("csv-a", "1").await;
+        assert_eq!(app.run("csv-a", "1").await.status(), 200);
     }
-    app.run("csv-b", "1").await;
+    assert_eq!(app.run("csv-b", "1").await.status(), 200);
     app.flush().await;
     let today = Utc::now().date_naive();
     let range = format!("from={today}&to={}", today + Days::new(1));
@@ -303,13 +306,16 @@ async fn calls_go_on_while_postgres_is_away_and_every_record_arrives_once() {
     let url = pg.url();
     let app = spawn_app_with(|s| s.database_url = url.clone()).await;
     app.deploy_ok("steady", &[("f.py", ECHO)]).await;
-    assert_eq!(app.run("steady", "0").await.status(), 200);
+    let first = app.run("steady", "0").await;
+    assert_eq!(first.status(), 200);
+    let mut answered = vec![request_id(&first)];
     app.flush().await;
 
     pg.down();
     for i in 1..=5 {
         let response = app.run("steady", &i.to_string()).await;
         assert_eq!(response.status(), 200, "served while Postgres is down");
+        answered.push(request_id(&response));
     }
     assert!(app.recorder.depth() >= 5, "records wait in the journal");
 
@@ -318,57 +324,113 @@ async fn calls_go_on_while_postgres_is_away_and_every_record_arrives_once() {
         app.recorder.flush(Duration::from_secs(60)).await,
         "written once Postgres is back"
     );
-    let (total, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT request_id) FROM invocations")
-            .fetch_one(&app.db)
+    let mut stored: Vec<String> =
+        sqlx::query_scalar("SELECT request_id::text FROM invocations ORDER BY started_at")
+            .fetch_all(&app.db)
             .await
             .unwrap();
-    assert_eq!((total, distinct), (6, 6));
+    stored.sort();
+    answered.sort();
+    assert_eq!(stored, answered, "each answered call's record, once");
     app.stop().await;
+}
+
+/// The catalog caches a function for 2 s; an outage longer than that must
+/// not turn calls into 5xx (README: the last version read keeps serving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until the faults issue: the catalog must fall back to the last version read"]
+async fn calls_go_on_through_an_outage_longer_than_the_catalog_keeps_entries() {
+    let pg = OwnPostgres::start();
+    let url = pg.url();
+    let app = spawn_app_with(|s| s.database_url = url.clone()).await;
+    app.deploy_ok("steady", &[("f.py", ECHO)]).await;
+    assert_eq!(app.run("steady", "0").await.status(), 200);
+    pg.down();
+    // The outage's length is what is tested, not a stand-in for a condition.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 1..=3 {
+        let response = app.run("steady", &i.to_string()).await;
+        assert_eq!(response.status(), 200, "served 3 s into the outage");
+    }
+    pg.up();
+    assert!(app.recorder.flush(Duration::from_secs(60)).await);
+    assert_eq!(app.count("SELECT count(*) FROM invocations").await, 4);
+    app.stop().await;
+}
+
+/// The billing report's total over all time, and the stored rows' count and
+/// billed milliseconds: what a replay must leave unchanged.
+async fn totals(db: &sqlx::PgPool, report: serde_json::Value) -> (i64, i64, serde_json::Value) {
+    let (count, billed): (i64, i64) =
+        sqlx::query_as("SELECT count(*), coalesce(sum(billed_ms), 0)::bigint FROM invocations")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    (count, billed, report["total"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_records_already_stored_bills_nothing_twice() {
+    let (settings, scratch) = test_settings().await;
+    let app = start(settings.clone(), scratch.clone()).await;
+    app.deploy_ok("twice", &[("f.py", ECHO)]).await;
+    for i in 0..3 {
+        assert_eq!(app.run("twice", &i.to_string()).await.status(), 200);
+    }
+    app.flush().await;
+    let before = totals(&app.db, json(app.get("/api/v1/billing").await).await.1).await;
+    assert_eq!(before.0, 3, "{before:?}");
+    let stored: Vec<Invocation> = sqlx::query_as(
+        "SELECT request_id, function, version, started_at, duration_ms, billed_ms, memory_mb, \
+                max_memory_used_mb, init_ms, wait_ms, cold, status, http_status, billed, logs \
+         FROM invocations",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    app.stop().await;
+
+    // A segment whose records are all in Postgres, as a kill between the
+    // insert and the segment's removal leaves it: the next start replays it.
+    let journal = scratch.path().join("journal");
+    let mut segment = String::new();
+    for record in &stored {
+        segment.push_str(&serde_json::to_string(record).unwrap());
+        segment.push('\n');
+    }
+    std::fs::write(journal.join("000000000001.jsonl"), segment).unwrap();
+
+    let again = start(settings, scratch.clone()).await;
+    assert!(
+        again.recorder.flush(Duration::from_secs(20)).await,
+        "the replayed segment is taken (a conflict is skipped, not retried)"
+    );
+    assert_eq!(
+        std::fs::read_dir(&journal).unwrap().count(),
+        0,
+        "the segment is removed once in"
+    );
+    let after = totals(&again.db, json(again.get("/api/v1/billing").await).await.1).await;
+    assert_eq!(after, before, "nothing counted or billed twice");
+    again.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     let pg = OwnPostgres::start();
-    let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let instance = format!(
-        "test-kill-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ol"))
-            .arg("serve")
-            .env("DATABASE_URL", pg.url())
-            .env("OL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("OL_DATA_DIR", data.path())
-            .env("OL_INSTANCE", &instance)
-            .env(
-                "OL_NETWORK",
-                std::env::var("OL_TEST_NETWORK").unwrap_or_else(|_| "openlambda-test".into()),
-            )
-            .env("OL_POOL_PREWARM", "0")
-            .env(
-                "OL_BASE_IMAGE",
-                std::env::var("OL_BASE_IMAGE")
-                    .unwrap_or_else(|_| "openlambda/base:bookworm".into()),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("ol serve starts")
-    };
+    let env = ServeEnv::new(pg.url());
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let up = || async {
-        eventually(Duration::from_secs(60), || async {
-            http.get(format!("{base}/healthz")).send().await.is_ok()
-        })
-        .await
+    let base = env.base();
+    let run = |event: String| {
+        let request = http.post(format!("{base}/run/journaled")).body(event);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            request_id(&response)
+        }
     };
 
-    let mut manager = spawn();
-    assert!(up().await, "manager came up");
+    let manager = env.serve().await;
     let response = http
         .put(format!("{base}/api/v1/functions/journaled"))
         .body(zip_of(&[("f.py", ECHO)]))
@@ -376,50 +438,52 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    assert_eq!(
-        http.post(format!("{base}/run/journaled"))
-            .body("0")
-            .send()
+    let mut answered = vec![run("0".into()).await];
+    let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM invocations")
+            .fetch_one(&db)
             .await
-            .unwrap()
-            .status(),
-        200
+            .unwrap_or(-1)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async { count().await == 1 }).await,
+        "the first record is written before the outage"
     );
+    db.close().await;
 
-    // Postgres goes away; calls are served and their records queue up.
+    // Postgres goes away; calls are served and their records wait in the
+    // journal. Then the manager is killed: only the journal has them.
     pg.down();
     for i in 1..=3 {
-        let r = http
-            .post(format!("{base}/run/journaled"))
-            .body(i.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        answered.push(run(i.to_string()).await);
     }
-    manager.kill().unwrap(); // SIGKILL
-    manager.wait().unwrap();
-
+    manager.kill().await;
     pg.up();
-    let mut manager = spawn();
-    assert!(up().await, "manager came back");
     let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
-    let all_in = eventually(Duration::from_secs(60), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM invocations")
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM invocations")
             .fetch_one(&db)
             .await
-            .unwrap_or(0);
-        n >= 4
-    })
-    .await;
-    assert!(all_in, "the journal was replayed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (total, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT request_id) FROM invocations")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert_eq!((total, distinct), (4, 4), "every call once");
+            .unwrap_or(-1)
+    };
+    assert_eq!(count().await, 1, "the killed manager wrote nothing more");
+
+    let manager = env.serve().await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            entries(&env.data_dir.path().join("journal")) == 0
+        })
+        .await,
+        "the journal was replayed and emptied"
+    );
+    let mut stored: Vec<String> = sqlx::query_scalar("SELECT request_id::text FROM invocations")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    stored.sort();
+    answered.sort();
+    assert_eq!(stored, answered, "every answered call once");
     let (_, report) = json(
         http.get(format!("{base}/api/v1/billing"))
             .send()
@@ -431,14 +495,5 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
         report["total"]["invocations"], 4,
         "billed once each: {report}"
     );
-
-    // Stop it gracefully, so it removes its containers.
-    let _ = std::process::Command::new("kill")
-        .arg(manager.id().to_string())
-        .status();
-    let stopped = tokio::task::spawn_blocking(move || manager.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(stopped.success() || stopped.code().is_none(), "{stopped:?}");
+    manager.stop().await;
 }

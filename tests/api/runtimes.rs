@@ -241,6 +241,23 @@ async fn requirements_install_once_into_the_shared_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_package_fails_the_deploy_clearly() {
     let app = spawn_app_with(|s| s.ca_bundle = ca_bundle()).await;
+    // The index must answer, or a missing package and an unreachable index
+    // look alike (same 422): a package that exists installs first.
+    let control = app
+        .deploy(
+            "reachable-index",
+            zip_of(&[
+                ("f.py", "def f(e): return 1\n"),
+                ("requirements.txt", "six\n"),
+            ]),
+        )
+        .await;
+    let (status, body) = json(control).await;
+    assert_eq!(
+        status, 201,
+        "the package index is not usable from the builder, so this test cannot \
+         tell a missing package from an unreachable index: {body}"
+    );
     let zip = zip_of(&[
         ("f.py", "def f(e): return 1\n"),
         ("requirements.txt", "no-such-package-openlambda-test==1.0\n"),
@@ -254,12 +271,32 @@ async fn a_missing_package_fails_the_deploy_clearly() {
         "names the package: {message}"
     );
     assert!(message.contains("pip said"), "{message}");
+    assert!(
+        message.contains("No matching distribution found for no-such-package-openlambda-test"),
+        "the index answered that it has no such package: {message}"
+    );
+    for unreachable in [
+        "NewConnectionError",
+        "Failed to establish",
+        "ProxyError",
+        "SSLError",
+    ] {
+        assert!(
+            !message.contains(unreachable),
+            "index unreachable: {message}"
+        );
+    }
     assert_eq!(
-        app.count("SELECT count(*) FROM functions").await,
+        app.count("SELECT count(*) FROM functions WHERE name = 'broken-reqs'")
+            .await,
         0,
         "nothing stored"
     );
-    assert_eq!(app.count("SELECT count(*) FROM code_versions").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM code_versions").await,
+        1,
+        "only the control's code"
+    );
     app.stop().await;
 }
 
