@@ -70,6 +70,8 @@ pub struct Gauges {
     pub pool: PoolStatus,
     pub records_pending: usize,
     pub journal_bytes: u64,
+    /// The record writer's figures (see `meter::RecordStats`).
+    pub records: crate::meter::RecordStats,
 }
 
 impl Metrics {
@@ -170,7 +172,56 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
+        render_records(&mut out, &gauges.records);
         out
+    }
+}
+
+/// The record writer's health: what waits, for how long, what was set
+/// aside or is at risk.
+fn render_records(out: &mut String, r: &crate::meter::RecordStats) {
+    for (name, kind, help, value) in [
+        (
+            "openlambda_records_oldest_pending_seconds",
+            "gauge",
+            "Age of the oldest call record not yet in Postgres (0: none).",
+            r.oldest_pending_seconds,
+        ),
+        (
+            "openlambda_records_unjournaled",
+            "gauge",
+            "Call records only in memory because the journal refused them.",
+            r.unjournaled as f64,
+        ),
+        (
+            "openlambda_records_quarantined_total",
+            "counter",
+            "Call records Postgres refused, set aside in quarantine.jsonl.",
+            r.quarantined as f64,
+        ),
+        (
+            "openlambda_journal_append_failures_total",
+            "counter",
+            "Record journal appends that failed (disk full or unwritable).",
+            r.append_failures as f64,
+        ),
+        (
+            "openlambda_records_lost_total",
+            "counter",
+            "Call records lost: the journal refused them and the memory buffer was full.",
+            r.lost as f64,
+        ),
+        (
+            "openlambda_journal_skipped_lines_total",
+            "counter",
+            "Journal lines skipped at start as not whole records.",
+            r.skipped_lines as f64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }
 

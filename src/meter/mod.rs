@@ -6,9 +6,10 @@
 //! calls never drifts; money is derived from the exact sums only at the end.
 
 mod journal;
+mod quarantine;
 mod writer;
 
-pub use writer::Recorder;
+pub use writer::{RecordStats, Recorder};
 
 use crate::config::BillingSettings;
 
