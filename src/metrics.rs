@@ -72,6 +72,8 @@ pub struct Gauges {
     pub journal_bytes: u64,
     /// The record writer's figures (see `meter::RecordStats`).
     pub records: crate::meter::RecordStats,
+    /// Whether function changes are followed through Postgres notifications.
+    pub catalog_notified: bool,
 }
 
 impl Metrics {
@@ -173,6 +175,12 @@ impl Metrics {
             );
         }
         render_records(&mut out, &gauges.records);
+        let _ = writeln!(
+            out,
+            "# HELP openlambda_catalog_notified 1 while function changes arrive by Postgres notification; 0: cached functions expire after 2 s.\n\
+             # TYPE openlambda_catalog_notified gauge\nopenlambda_catalog_notified {}",
+            u8::from(gauges.catalog_notified)
+        );
         out
     }
 }

@@ -25,6 +25,7 @@ async fn metrics(
         records_pending: state.recorder.depth(),
         journal_bytes: state.recorder.journal_bytes(),
         records: state.recorder.stats(),
+        catalog_notified: state.catalog.notified(),
     };
     (
         [(

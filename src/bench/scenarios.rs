@@ -315,21 +315,9 @@ pub async fn writer(env: &Env, options: &BenchOptions) -> anyhow::Result<Writer>
     let n = options.writer_records;
     let db = env.database("writer").await?;
     let make = |i: usize| Invocation {
-        request_id: uuid::Uuid::new_v4(),
         function: format!("fn-{}", i % 10),
-        version: "0".repeat(64),
-        started_at: chrono::Utc::now(),
-        duration_ms: (i % 300) as i64,
         billed_ms: 300,
-        memory_mb: 128,
-        max_memory_used_mb: Some(20),
-        init_ms: None,
-        wait_ms: 0,
-        cold: false,
-        status: "success".into(),
-        http_status: 200,
-        billed: true,
-        logs: None,
+        ..crate::meter::sample_record("", (i % 300) as i64)
     };
 
     progress(format!("writer: {n} records through the journal"));

@@ -266,23 +266,7 @@ pub(super) mod tests {
     }
 
     fn record(n: i64) -> Invocation {
-        Invocation {
-            request_id: uuid::Uuid::new_v4(),
-            function: "f".into(),
-            version: "v".into(),
-            started_at: chrono::Utc::now(),
-            duration_ms: n,
-            billed_ms: 100,
-            memory_mb: 128,
-            max_memory_used_mb: Some(20),
-            init_ms: None,
-            wait_ms: 0,
-            cold: false,
-            status: "success".into(),
-            http_status: 200,
-            billed: true,
-            logs: None,
-        }
+        crate::meter::sample_record("f", n)
     }
 
     #[test]

@@ -12,6 +12,29 @@ mod writer;
 pub use writer::{RecordStats, Recorder};
 
 use crate::config::BillingSettings;
+use crate::store::invocations::Invocation;
+
+/// A plain successful, billed record of `function` that ran `duration_ms`:
+/// for tests, fault injection and benchmarks of the record path.
+pub fn sample_record(function: &str, duration_ms: i64) -> Invocation {
+    Invocation {
+        request_id: uuid::Uuid::new_v4(),
+        function: function.into(),
+        version: "0".repeat(64),
+        started_at: chrono::Utc::now(),
+        duration_ms,
+        billed_ms: 100,
+        memory_mb: 128,
+        max_memory_used_mb: Some(20),
+        init_ms: None,
+        wait_ms: 0,
+        cold: false,
+        status: "success".into(),
+        http_status: 200,
+        billed: true,
+        logs: None,
+    }
+}
 
 /// Milliseconds billed for a call of `duration_ms` (never less than one unit
 /// of granularity for a call that ran, as AWS and the paper's model do).

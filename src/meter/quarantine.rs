@@ -86,21 +86,8 @@ mod tests {
 
     fn record(logs: Option<&str>) -> Invocation {
         Invocation {
-            request_id: uuid::Uuid::new_v4(),
-            function: "f".into(),
-            version: "v".into(),
-            started_at: chrono::Utc::now(),
-            duration_ms: 1,
-            billed_ms: 100,
-            memory_mb: 128,
-            max_memory_used_mb: None,
-            init_ms: None,
-            wait_ms: 0,
-            cold: false,
-            status: "success".into(),
-            http_status: 200,
-            billed: true,
             logs: logs.map(str::to_string),
+            ..crate::meter::sample_record("f", 1)
         }
     }
 

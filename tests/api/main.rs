@@ -5,6 +5,7 @@ mod billing;
 mod browser;
 mod containers;
 mod dashboard;
+mod faults;
 mod helpers;
 mod invoke;
 mod pool;
