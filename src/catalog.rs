@@ -45,6 +45,9 @@ struct Cached {
     read: Instant,
     epoch: u64,
     function: Arc<Function>,
+    /// An invalidation came while it was being read: kept only as the
+    /// fallback for when Postgres is away, never trusted as fresh.
+    doubtful: bool,
 }
 
 #[derive(Default)]
@@ -88,7 +91,7 @@ impl Catalog {
     pub async fn get(&self, name: &str) -> sqlx::Result<Option<Arc<Function>>> {
         let epoch = self.state.epoch.load(Ordering::Acquire);
         let stale = match self.cache.lock().unwrap().get(name) {
-            Some(c) if c.read.elapsed() < self.trust(c.epoch, epoch) => {
+            Some(c) if !c.doubtful && c.read.elapsed() < self.trust(c.epoch, epoch) => {
                 return Ok(Some(c.function.clone()))
             }
             Some(c) => Some(c.function.clone()),
@@ -118,18 +121,19 @@ impl Catalog {
             }
             Err(e) => return Err(e),
         };
+        // An invalidation since the read began may mean it is already old
+        // (checked under the lock `invalidate` takes).
         let mut cache = self.cache.lock().unwrap();
-        // An invalidation since the read began may mean it is already old.
-        if self.state.generation.load(Ordering::Acquire) == generation {
-            cache.insert(
-                name.to_string(),
-                Cached {
-                    read: Instant::now(),
-                    epoch,
-                    function: function.clone(),
-                },
-            );
-        }
+        let doubtful = self.state.generation.load(Ordering::Acquire) != generation;
+        cache.insert(
+            name.to_string(),
+            Cached {
+                read: Instant::now(),
+                epoch,
+                function: function.clone(),
+                doubtful,
+            },
+        );
         Ok(Some(function))
     }
 
@@ -152,8 +156,9 @@ impl Catalog {
     }
 
     pub fn invalidate(&self, name: &str) {
+        let mut cache = self.cache.lock().unwrap();
         self.state.generation.fetch_add(1, Ordering::AcqRel);
-        self.cache.lock().unwrap().remove(name);
+        cache.remove(name);
     }
 
     /// Whether notifications of changes are being received.
