@@ -112,14 +112,13 @@ impl Journal {
         let current = &mut *current;
         let file = current.file.as_mut().expect("opened above");
         if current.torn {
-            file.set_len(current.whole)
-                .context("cutting a torn line off the record journal")?;
+            truncate(file, current.whole).context("cutting a torn line off the record journal")?;
             current.torn = false;
         }
         if let Err(e) = write_line(file, &line) {
             // Cut the partial line now if the disk lets us; else before
             // the next append.
-            current.torn = file.set_len(current.whole).is_err();
+            current.torn = truncate(file, current.whole).is_err();
             return Err(e).context("appending to the record journal");
         }
         current.whole += line.len() as u64;
@@ -139,7 +138,7 @@ impl Journal {
     pub fn seal(&self) -> anyhow::Result<Vec<PathBuf>> {
         let mut current = self.current.lock().unwrap();
         if let Some(file) = current.file.take() {
-            if current.torn && file.set_len(current.whole).is_err() {
+            if current.torn && truncate(&file, current.whole).is_err() {
                 // Left for the reader, which skips a torn line.
                 tracing::warn!("could not cut a torn line off a sealed journal segment");
             }
@@ -203,6 +202,15 @@ fn write_line(file: &mut File, line: &[u8]) -> std::io::Result<()> {
     file.write_all(line)
 }
 
+/// Cuts `file` back to `len` bytes; a test can make it fail.
+fn truncate(file: &File, len: u64) -> std::io::Result<()> {
+    #[cfg(test)]
+    if tests::FAIL_TRUNCATE.with(|f| f.get()) {
+        return Err(std::io::Error::other("no space left on device (test)"));
+    }
+    file.set_len(len)
+}
+
 fn sequence(path: &Path) -> Option<u64> {
     path.file_name()
         .and_then(|n| n.to_str())
@@ -263,6 +271,8 @@ pub(super) mod tests {
     thread_local! {
         /// Makes this thread's appends fail after writing that many bytes.
         pub static FAIL_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+        /// Makes this thread's truncations fail.
+        pub static FAIL_TRUNCATE: Cell<bool> = const { Cell::new(false) };
     }
 
     fn record(n: i64) -> Invocation {
@@ -350,6 +360,26 @@ pub(super) mod tests {
         assert_eq!(segment.skipped, 0, "no torn line between whole ones");
         let durations: Vec<i64> = segment.records.iter().map(|r| r.duration_ms).collect();
         assert_eq!(durations, [1, 3]);
+    }
+
+    #[test]
+    fn a_torn_tail_that_could_not_be_cut_is_cut_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.append(&record(1)).unwrap();
+        FAIL_AFTER.with(|f| f.set(Some(20)));
+        FAIL_TRUNCATE.with(|f| f.set(true));
+        assert!(journal.append(&record(2)).is_err());
+        FAIL_AFTER.with(|f| f.set(None));
+        // Still no room to cut it: nothing is appended after a torn line.
+        assert!(journal.append(&record(3)).is_err());
+        FAIL_TRUNCATE.with(|f| f.set(false));
+        journal.append(&record(4)).unwrap();
+        let path = journal.seal().unwrap().pop().unwrap();
+        let segment = read(&path).unwrap();
+        assert_eq!(segment.skipped, 0);
+        let durations: Vec<i64> = segment.records.iter().map(|r| r.duration_ms).collect();
+        assert_eq!(durations, [1, 4]);
     }
 
     #[test]
