@@ -89,11 +89,14 @@ impl Application {
             .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;
         let (recorder, writer) = Recorder::start(db.clone(), &settings.data_dir.join("journal"))?;
         tokio::spawn(expire_logs(db.clone(), settings.log_retention_days));
+        let catalog = Catalog::new(db.clone(), code.clone());
+        // Deploys on other nodes are seen at once through Postgres.
+        tokio::spawn(catalog.clone().follow());
         let state = AppState {
             installer,
             recorder,
             metrics: Arc::default(),
-            catalog: Catalog::new(db.clone(), code.clone()),
+            catalog,
             settings,
             db,
             code,

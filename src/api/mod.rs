@@ -26,6 +26,8 @@ async fn metrics(
         pool: state.pool.status(),
         records_pending: state.recorder.depth(),
         journal_bytes: state.recorder.journal_bytes(),
+        records: state.recorder.stats(),
+        catalog_notified: state.catalog.notified(),
     };
     (
         [(

@@ -338,7 +338,6 @@ async fn calls_go_on_while_postgres_is_away_and_every_record_arrives_once() {
 /// The catalog caches a function for 2 s; an outage longer than that must
 /// not turn calls into 5xx (README: the last version read keeps serving).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the faults issue: the catalog must fall back to the last version read"]
 async fn calls_go_on_through_an_outage_longer_than_the_catalog_keeps_entries() {
     let pg = OwnPostgres::start();
     let url = pg.url();
