@@ -46,7 +46,7 @@ struct Cached {
     read: Instant,
     epoch: u64,
     function: Arc<FunctionSpec>,
-    /// An invalidation came while it was being read: kept only as the
+    /// An invalidation came while or after it was read: kept only as the
     /// fallback for when Postgres is away, never trusted as fresh.
     doubtful: bool,
 }
@@ -112,7 +112,7 @@ impl Catalog {
                 Arc::new(FunctionSpec::try_from(row).map_err(|e| sqlx::Error::Decode(e.into()))?)
             }
             Ok(None) => {
-                self.invalidate(name);
+                self.forget(name);
                 return Ok(None);
             }
             Err(e) if is_unreachable(&e) => {
@@ -158,7 +158,21 @@ impl Catalog {
             .is_some_and(|t| t.elapsed() < RETRY_AFTER)
     }
 
+    /// Marks `name` as changed: its next call reads it again. What was
+    /// read stays as the fallback for when Postgres is away: a
+    /// notification can arrive after the read it announces (a deploy's, on a
+    /// loaded node), and dropping the entry then would leave a known
+    /// function nothing to serve during an outage.
     pub fn invalidate(&self, name: &str) {
+        let mut cache = self.cache.lock().unwrap();
+        self.state.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(entry) = cache.get_mut(name) {
+            entry.doubtful = true;
+        }
+    }
+
+    /// Forgets `name`: Postgres says it does not exist.
+    fn forget(&self, name: &str) {
         let mut cache = self.cache.lock().unwrap();
         self.state.generation.fetch_add(1, Ordering::AcqRel);
         cache.remove(name);

@@ -1,6 +1,7 @@
-//! The three scenarios. Each measures the platform and its yardstick in the
-//! same run, one after the other, so that their ratio means something on a
-//! shared, noisy machine.
+//! The scenarios of `ol bench`: warm, cold, burst and the record writer.
+//! Each measures the platform and its yardstick in the same run, one after
+//! the other, so that their ratio means something on a shared, noisy
+//! machine.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
