@@ -97,6 +97,9 @@ impl Env {
         let vars = [
             ("DATABASE_URL", db_url),
             ("OL_LISTEN", "127.0.0.1:0".into()),
+            ("OL_FUNCTIONS_LISTEN", "127.0.0.1:0".into()),
+            // A throwaway manager on loopback, driven only by this process.
+            ("OL_INSECURE_NO_AUTH", "1".into()),
             ("OL_DATA_DIR", data_dir.display().to_string()),
             ("OL_BASE_IMAGE", self.base_image.clone()),
             ("OL_INSTANCE", format!("bench-{label}-{id}")),
@@ -110,6 +113,7 @@ impl Env {
         tune(&mut settings);
         let app = Application::build(settings).await?;
         let addr = app.local_addr();
+        let functions_addr = app.functions_addr();
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
@@ -117,6 +121,7 @@ impl Env {
         }));
         Ok(Manager {
             addr,
+            functions_addr,
             state,
             data_dir,
             db_name,
@@ -154,6 +159,8 @@ impl Database {
 
 pub struct Manager {
     pub addr: SocketAddr,
+    /// The function listener (`/run`, `/fn`).
+    pub functions_addr: SocketAddr,
     pub state: AppState,
     pub data_dir: PathBuf,
     db_name: String,
@@ -164,8 +171,12 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// `path` on the listener that serves it: function calls on the
+    /// function listener, the rest on the management listener.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let call = path.starts_with("/run/") || path.starts_with("/fn/");
+        let addr = if call { self.functions_addr } else { self.addr };
+        format!("http://{addr}{path}")
     }
 
     /// Deploys `f.py` (and `ol.yaml`) as `name`.

@@ -160,6 +160,22 @@ impl Browser {
         .unwrap();
     }
 
+    /// Signs in on the login page with the test manager's admin key.
+    pub async fn sign_in(&self, app: &crate::helpers::TestApp) {
+        self.go(&app.url("/login")).await;
+        self.type_into("#login-key", crate::helpers::ADMIN_TOKEN)
+            .await;
+        self.click("#login-submit").await;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                self.url().await == app.url("/")
+            })
+            .await,
+            "signed in, at {}",
+            self.url().await
+        );
+    }
+
     async fn quit(mut self) {
         let _ = self
             .http
@@ -206,7 +222,7 @@ async fn dashboard_upload_call_and_billing_in_a_browser() {
     std::fs::write(&zip_path, zip_of(&[("f.py", &handler)])).unwrap();
 
     let browser = Browser::start().await;
-    browser.go(&app.url("/")).await;
+    browser.sign_in(&app).await;
     assert!(browser.text("main").await.contains("No functions yet"));
     browser.screenshot("1-empty-dashboard").await;
 

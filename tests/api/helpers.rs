@@ -19,8 +19,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use zip::write::SimpleFileOptions;
 
+/// The admin key every test manager starts with (`OL_ADMIN_TOKEN`);
+/// [`TestApp::http`] sends it.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub struct TestApp {
+    /// The management listener (API, dashboard).
     pub addr: SocketAddr,
+    /// The function listener (`/fn`, `/run`).
+    pub fn_addr: SocketAddr,
+    /// Sends the manager's admin key (when it has one) with every request.
     pub http: reqwest::Client,
     pub db: PgPool,
     pub docker: Docker,
@@ -69,6 +77,8 @@ pub async fn test_settings() -> (Settings, std::sync::Arc<tempfile::TempDir>) {
     let vars = HashMap::from([
         ("DATABASE_URL".to_string(), format!("{server}/{db_name}")),
         ("OL_LISTEN".into(), "127.0.0.1:0".into()),
+        ("OL_FUNCTIONS_LISTEN".into(), "127.0.0.1:0".into()),
+        ("OL_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("OL_DATA_DIR".into(), data_dir.path().display().to_string()),
         (
             "OL_BASE_IMAGE".into(),
@@ -104,6 +114,7 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
         .await
         .expect("manager starts");
     let addr = app.local_addr();
+    let fn_addr = app.functions_addr();
     let db = app.state().db.clone();
     let pool = app.state().pool.clone();
     let recorder = app.state().recorder.clone();
@@ -111,9 +122,18 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
     let server = tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &settings.admin_token {
+        let value = format!("Bearer {token}").parse().expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     TestApp {
         addr,
-        http: reqwest::Client::new(),
+        fn_addr,
+        http: reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("HTTP client"),
         db,
         docker: connect_docker().await.expect("docker"),
         settings,
@@ -126,8 +146,18 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<tempfile::TempDi
 }
 
 impl TestApp {
+    /// `path` on the listener that serves it: function URLs and `/run` on
+    /// the function listener, everything else on the management listener.
     pub fn url(&self, path: &str) -> String {
+        if path.starts_with("/fn/") || path.starts_with("/run/") {
+            return self.fn_url(path);
+        }
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `path` on the function listener.
+    pub fn fn_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.fn_addr)
     }
 
     /// `GET path` on this manager.

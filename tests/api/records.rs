@@ -332,6 +332,7 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     let pg = OwnPostgres::start();
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
+    let fn_port = free_port();
     let instance = format!(
         "test-kill-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -341,6 +342,8 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
             .arg("serve")
             .env("DATABASE_URL", pg.url())
             .env("OL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("OL_FUNCTIONS_LISTEN", format!("127.0.0.1:{fn_port}"))
+            .env("OL_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
             .env("OL_DATA_DIR", data.path())
             .env("OL_INSTANCE", &instance)
             .env(
@@ -371,13 +374,14 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     assert!(up().await, "manager came up");
     let response = http
         .put(format!("{base}/api/v1/functions/journaled"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
         .body(zip_of(&[("f.py", ECHO)]))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
     assert_eq!(
-        http.post(format!("{base}/run/journaled"))
+        http.post(format!("http://127.0.0.1:{fn_port}/run/journaled"))
             .body("0")
             .send()
             .await
@@ -390,7 +394,7 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     pg.down();
     for i in 1..=3 {
         let r = http
-            .post(format!("{base}/run/journaled"))
+            .post(format!("http://127.0.0.1:{fn_port}/run/journaled"))
             .body(i.to_string())
             .send()
             .await
@@ -422,6 +426,7 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     assert_eq!((total, distinct), (4, 4), "every call once");
     let (_, report) = json(
         http.get(format!("{base}/api/v1/billing"))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .send()
             .await
             .unwrap(),

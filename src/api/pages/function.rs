@@ -84,13 +84,14 @@ fn configuration(f: &Function, url: &str) -> Markup {
     }
 }
 
-/// Posts the event to `/run/{name}` (the name comes from the form's
+/// Posts the event to `/api/v1/functions/{name}/run` on the management
+/// origin (function URLs are on another origin; the name comes from the form's
 /// `data-function`, never spliced into the script) and shows the answer.
 const CALL_SCRIPT: &str = "
 document.getElementById('call').addEventListener('submit', async (e) => {
   e.preventDefault();
   const name = encodeURIComponent(e.target.dataset.function);
-  const r = await fetch('/run/' + name, {method: 'POST', body: document.getElementById('call-event').value});
+  const r = await fetch('/api/v1/functions/' + name + '/run', {method: 'POST', body: document.getElementById('call-event').value, credentials: 'same-origin'});
   document.getElementById('call-result').textContent = r.status + ' ' + await r.text();
 });
 ";
