@@ -3,6 +3,7 @@
 
 mod billing;
 mod browser;
+mod callers;
 mod containers;
 mod dashboard;
 mod helpers;
