@@ -39,13 +39,29 @@ impl Guard {
         self.limits.forget(function);
     }
 
+    /// The function's access settings: fresh from the cache, else from
+    /// Postgres; while Postgres is away, the last ones read keep serving (as
+    /// the catalog does), and a function never read fails closed.
     async fn access(&self, state: &AppState, function: &str) -> Result<Access, ApiError> {
-        if let Some((a, at)) = self.cache.lock().expect("access cache lock").get(function) {
+        let cached = self
+            .cache
+            .lock()
+            .expect("access cache lock")
+            .get(function)
+            .cloned();
+        if let Some((a, at)) = &cached {
             if at.elapsed() < FRESH {
                 return Ok(a.clone());
             }
         }
-        let found = access::get(&state.db, function).await?;
+        let found = match (access::get(&state.db, function).await, cached) {
+            (Ok(found), _) => found,
+            (Err(e), Some((stale, _))) => {
+                tracing::warn!(error = %e, function, "Postgres is away; using the access settings read last");
+                return Ok(stale);
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
         self.cache
             .lock()
             .expect("access cache lock")
