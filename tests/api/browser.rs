@@ -286,3 +286,42 @@ async fn dashboard_upload_call_and_billing_in_a_browser() {
     browser.quit().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sign_in_sign_out_and_session_expiry_in_a_browser() {
+    let app = crate::helpers::spawn_app_with(|s| s.session_ttl = Duration::from_secs(3)).await;
+    let browser = Browser::start().await;
+    browser.go(&app.url("/")).await;
+    assert_eq!(
+        browser.url().await,
+        app.url("/login"),
+        "no session: the login page"
+    );
+    browser.type_into("#login-key", "not-a-key").await;
+    browser.click("#login-submit").await;
+    assert!(browser.text("main").await.contains("not a valid API key"));
+
+    browser.sign_in(&app).await;
+    assert!(browser.text("main").await.contains("No functions yet"));
+    browser.click("#logout").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            browser.url().await == app.url("/login")
+        })
+        .await,
+        "signed out, at {}",
+        browser.url().await
+    );
+    browser.go(&app.url("/")).await;
+    assert_eq!(browser.url().await, app.url("/login"), "the session ended");
+
+    browser.sign_in(&app).await;
+    let expired = eventually(Duration::from_secs(15), || async {
+        browser.go(&app.url("/billing")).await;
+        browser.url().await == app.url("/login")
+    })
+    .await;
+    assert!(expired, "the session expires");
+    browser.quit().await;
+    app.stop().await;
+}
