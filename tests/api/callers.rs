@@ -705,3 +705,48 @@ async fn unknown_names_share_one_metric_series() {
     );
     app.stop().await;
 }
+
+/// Runs `ol ARGS` against `app` with `key` in OL_API_KEY.
+fn ol(app: &TestApp, key: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ol"))
+        .args(args)
+        .env("OL_URL", format!("http://{}", app.addr))
+        .env("OL_API_KEY", key)
+        .env_remove("OL_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_keys_and_shows_the_audit_log() {
+    let app = spawn_app().await;
+    let (ok, key, err) = ol(
+        &app,
+        ADMIN_TOKEN,
+        &[
+            "keys", "create", "ci", "--scope", "deploy", "--prefix", "team-",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(key.starts_with("ol_"), "{key}");
+    let (ok, listed, _) = ol(&app, ADMIN_TOKEN, &["keys", "list"]);
+    assert!(
+        ok && listed.contains("ci") && listed.contains("team-"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key), "{listed}");
+    let (ok, _, err) = ol(&app, &key, &["keys", "list"]);
+    assert!(!ok && err.contains("admin scope"), "{err}");
+    let (ok, log, err) = ol(&app, ADMIN_TOKEN, &["audit"]);
+    assert!(ok && log.contains("key_created"), "{log} {err}");
+    let (ok, _, err) = ol(&app, ADMIN_TOKEN, &["keys", "revoke", "ci"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = ol(&app, &key, &["list"]);
+    assert!(!ok && err.contains("revoked"), "{err}");
+    app.stop().await;
+}
