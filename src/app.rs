@@ -162,6 +162,7 @@ impl Application {
         let limits = crate::serve::Limits {
             max_connections: settings.max_connections,
             header_timeout: settings.header_timeout,
+            body_timeout: settings.body_timeout,
         };
         let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
         let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {

@@ -158,7 +158,7 @@ impl Settings {
                     .context("OL_HEADER_TIMEOUT_S must be at least 1")?,
             ),
             body_timeout: Duration::from_secs(
-                positive(parse_or(&get, "OL_BODY_TIMEOUT_S", 30)?)
+                positive(parse_or(&get, "OL_BODY_TIMEOUT_S", 60)?)
                     .context("OL_BODY_TIMEOUT_S must be at least 1")?,
             ),
             data_dir,

@@ -1,8 +1,9 @@
 //! The HTTP server of both listeners, with bounds on what callers may hold:
 //! at most `OL_MAX_CONNECTIONS` connections (more get a 503 at once and are
 //! closed), `OL_HEADER_TIMEOUT_S` to send a request's headers (which also
-//! closes idle keep-alive and silent connections), and the body deadline
-//! the handlers that read bodies apply (`OL_BODY_TIMEOUT_S`, 408).
+//! closes idle keep-alive and silent connections), and `OL_BODY_TIMEOUT_S`
+//! for every request's body, counted from its headers (a handler answers
+//! 408 when [`past_deadline`] says that is why its body read failed).
 //!
 //! axum's own `serve` sets none of these, so slow or idle clients could hold
 //! the manager's sockets and tasks without limit.
@@ -21,12 +22,26 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+use tower_http::timeout::{DeadlineBody, TimeoutError};
+
+/// Whether a body read failed because the body missed its deadline.
+pub fn past_deadline(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
 
 /// What each listener bounds.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 /// The answer to a connection over the bound, written without parsing
@@ -72,7 +87,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = service(router.clone(), source);
+        let service = service(router.clone(), source, limits.body_timeout);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -89,10 +104,12 @@ pub async fn serve(
     }
 }
 
-/// The router as a hyper service that knows the caller's address.
+/// The router as a hyper service that knows the caller's address and
+/// bounds each request body's time.
 fn service(
     router: Router,
     source: SocketAddr,
+    body_timeout: Duration,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
             hyper::Request<Incoming>,
@@ -103,7 +120,7 @@ fn service(
 > {
     let service = router.map_request(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(source));
-        request.map(axum::body::Body::new)
+        request.map(|body| axum::body::Body::new(DeadlineBody::new(body_timeout, body)))
     });
     hyper_util::service::TowerToHyperService::new(service)
 }

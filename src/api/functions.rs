@@ -81,20 +81,12 @@ async fn deploy(
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = parse_name(&name)?;
-    let deadline = state.settings.body_timeout;
-    let zip = tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_ZIP_BYTES))
+    let zip = axum::body::to_bytes(body, MAX_ZIP_BYTES)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the zip did not arrive within {} s (OL_BODY_TIMEOUT_S)",
-                    deadline.as_secs()
-                ),
-            )
-        })?
-        .map_err(|_| {
+        .map_err(|e| {
+            if let Some(late) = super::body_error(&e, state.settings.body_timeout) {
+                return late;
+            }
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",

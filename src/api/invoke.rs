@@ -211,24 +211,16 @@ fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> Bytes {
 
 /// The body, within the size bound and the body deadline (408 past it).
 async fn read_body(body: Body, deadline: std::time::Duration) -> Result<Bytes, ApiError> {
-    tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_EVENT_BYTES))
+    axum::body::to_bytes(body, MAX_EVENT_BYTES)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {} s (OL_BODY_TIMEOUT_S)",
-                    deadline.as_secs()
-                ),
-            )
-        })?
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is over 6 MiB, the largest a call takes",
-            )
+        .map_err(|e| {
+            super::body_error(&e, deadline).unwrap_or_else(|| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is over 6 MiB, the largest a call takes",
+                )
+            })
         })
 }
 

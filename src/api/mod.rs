@@ -59,6 +59,22 @@ fn base_url(headers: &HeaderMap, state: &AppState) -> String {
     format!("http://{host}:{}", listen.port())
 }
 
+/// A 408 when a body read failed because the body missed its deadline
+/// (`OL_BODY_TIMEOUT_S`); `None` for other failures (too large, cut off).
+fn body_error(e: &axum::Error, deadline: std::time::Duration) -> Option<error::ApiError> {
+    crate::serve::past_deadline(e).then(|| {
+        error::ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s (OL_BODY_TIMEOUT_S); send it faster \
+                 or in a smaller piece",
+                deadline.as_secs()
+            ),
+        )
+    })
+}
+
 /// The management listener (`OL_LISTEN`): API, dashboard, health, metrics;
 /// only for the allowed host names. Never a function URL.
 pub fn router(state: AppState) -> Router {
