@@ -255,7 +255,26 @@ pub async fn bootstrap(state: &AppState) -> anyhow::Result<()> {
             settings.listen
         );
     }
-    match &settings.admin_token {
+    // Managers sharing the database start one at a time through here, so
+    // that only one makes (and prints) the first admin key.
+    let mut lock = state.db.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut *lock)
+        .await?;
+    let done = admin_keys(state).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut *lock)
+        .await?;
+    done
+}
+
+/// Advisory lock id of [`bootstrap`] ("olkeys").
+const BOOTSTRAP_LOCK: i64 = 0x6f6c_6b65_7973;
+
+async fn admin_keys(state: &AppState) -> anyhow::Result<()> {
+    match &state.settings.admin_token {
         Some(token) => keys::put_admin(&state.db, ADMIN_TOKEN_KEY, token).await?,
         None => {
             keys::revoke(&state.db, ADMIN_TOKEN_KEY).await?;
