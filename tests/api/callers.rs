@@ -299,6 +299,13 @@ async fn auth_key_functions_need_one_of_their_invoke_keys() {
     app.deploy_ok("locked", &[("f.py", ECHO), ("ol.yaml", "auth: key\n")])
         .await;
     assert_eq!(call_with(&app, "locked", None).await, 401);
+    let run = anonymous()
+        .post(app.fn_url("/run/locked"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status(), 401, "/run is guarded the same way");
     let mut keys = Vec::new();
     for _ in 0..2 {
         let (status, body) = json(
@@ -593,6 +600,24 @@ async fn a_rate_limit_answers_429_with_retry_after() {
             .unwrap()
             .contains("rate_limit"),
         "{body}"
+    );
+    let patch = |body: Value| {
+        app.http
+            .patch(app.url("/api/v1/functions/limited"))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(patch(json!({"auth": "open"})).await.unwrap().status(), 400);
+    let bad = patch(json!({"rate_limit": {"per_second": 0}}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let (status, body) = json(patch(json!({"rate_limit": null})).await.unwrap()).await;
+    assert_eq!((status, &body["rate_limit"]), (200, &Value::Null), "{body}");
+    assert_eq!(
+        call_with(&app, "limited", None).await,
+        200,
+        "the limit is gone"
     );
     app.stop().await;
 }
