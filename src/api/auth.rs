@@ -154,13 +154,27 @@ pub async fn identify(
         });
     }
     if let Some(token) = bearer(headers) {
+        // Wrong keys count with failed sign-ins: an OL_ADMIN_TOKEN chosen
+        // by hand may be guessable, so guesses are limited per address.
+        if let Err(secs) = state.logins.check(source.ip()) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                format!("too many wrong keys from this address; retry in {secs} s"),
+            );
+            e.retry_after = Some(secs);
+            return Err(e);
+        }
         return match keys::find(&state.db, token).await? {
             Some(key) => Ok(Caller::new(key, source)),
-            None => Err(unauthorized(
+            None => {
+                state.logins.failed(source.ip());
+                Err(unauthorized(
                 "this API key is not valid (wrong, or revoked); send Authorization: Bearer <key> \
                  with a key from `ol keys create`, or the admin key the manager printed on its \
                  first start (`ol admin-key --rotate` makes a new one)",
-            )),
+                ))
+            }
         };
     }
     if let Some(session) = cookie(headers, SESSION_COOKIE) {

@@ -775,3 +775,30 @@ async fn the_cli_manages_keys_and_shows_the_audit_log() {
     assert!(!ok && err.contains("revoked"), "{err}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_keys_is_limited_per_address() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        let r = anonymous()
+            .get(app.url("/api/v1/functions"))
+            .bearer_auth("guess")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = anonymous()
+        .get(app.url("/api/v1/functions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "even a right key waits: a guess must not be confirmed"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    app.stop().await;
+}
