@@ -1,8 +1,11 @@
 //! HTTP: the management API under `/api/v1`, function URLs, health,
 //! `/metrics` and the dashboard's pages.
 //!
-//! One module per resource, each with its own `router()`, merged here;
-//! `pages/` holds the dashboard, one file per page.
+//! Two routers for two listeners (two origins): [`router`] for management
+//! (API, dashboard, metrics; behind `auth` and the `hosts` allow-list) and
+//! [`functions_router`] for function URLs (behind `guard`). One module per
+//! resource, each with its own `router()`, merged here; `pages/` holds the
+//! dashboard, one file per page.
 
 mod audit;
 pub mod auth;
