@@ -9,7 +9,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::Caller;
+use super::auth::{Caller, ADMIN_TOKEN_KEY, FIRST_ADMIN_KEY};
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::manifest::FunctionName;
@@ -45,6 +45,13 @@ fn validate(key: &NewKey) -> Result<(), ApiError> {
     if !name_ok {
         return Err(bad(format!(
             "key name {:?}: use 1 to 64 lowercase letters, digits, '-' or '_'",
+            key.name
+        )));
+    }
+    if [ADMIN_TOKEN_KEY, FIRST_ADMIN_KEY].contains(&key.name.as_str()) {
+        return Err(bad(format!(
+            "the key name {:?} is the manager's own (OL_ADMIN_TOKEN, or the first admin key); \
+             pick another",
             key.name
         )));
     }

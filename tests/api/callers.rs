@@ -162,6 +162,8 @@ async fn keys_have_scopes_and_revoking_is_immediate() {
     assert_eq!(status, 409);
     let (status, _) = create_key(&app, json!({"name": "x", "scopes": ["root"]})).await;
     assert_eq!(status, 400);
+    let (status, _) = create_key(&app, json!({"name": "admin-token", "scopes": ["read"]})).await;
+    assert_eq!(status, 400, "the manager's own names are reserved");
 
     let revoked = app
         .http
