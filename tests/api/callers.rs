@@ -670,6 +670,22 @@ async fn idle_and_slow_clients_leave_health_fast_and_are_closed() {
     let mut answer = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_string(&mut answer)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A keep-alive connection that goes quiet after a request closes too.
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 256];
+    let n = kept.read(&mut first).await.unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(20)).await,
+        "idle keep-alive closed"
+    );
     for stream in idle.iter_mut().step_by(97) {
         assert!(
             closed_within(stream, Duration::from_secs(20)).await,
