@@ -112,6 +112,48 @@ pub struct Manifest {
     pub concurrency: u32,
     /// Containers the function may have at once.
     pub max_concurrency: u32,
+    /// Who may call the function URL: `none` (anyone) or `key` (a caller
+    /// with one of its invoke keys).
+    pub auth: &'static str,
+    /// Calls per second the function URL takes; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit` in `ol.yaml` (and PATCH): a token bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    /// Calls that may come at once above the rate (default: one second's).
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// Checks the numbers; fills in the burst.
+    pub fn checked(self) -> Result<Self, String> {
+        if !(self.per_second.is_finite() && (0.001..=100_000.0).contains(&self.per_second)) {
+            return Err(format!(
+                "rate_limit.per_second {} is out of range; use 0.001 to 100000",
+                self.per_second
+            ));
+        }
+        let burst = self.burst.unwrap_or(self.per_second.ceil() as u32).max(1);
+        Ok(Self {
+            per_second: self.per_second,
+            burst: Some(in_range("rate_limit.burst", burst, &(1..=100_000))?),
+        })
+    }
+}
+
+/// `auth` in `ol.yaml` (and PATCH).
+pub fn parse_auth(raw: &str) -> Result<&'static str, String> {
+    match raw {
+        "none" => Ok("none"),
+        "key" => Ok("key"),
+        other => Err(format!(
+            "auth {other:?} is not known; use auth: none (public) or auth: key (invoke keys)"
+        )),
+    }
 }
 
 pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 64..=10_240;
@@ -149,6 +191,8 @@ impl Default for Manifest {
             http_methods: None,
             concurrency: 1,
             max_concurrency: 100,
+            auth: "none",
+            rate_limit: None,
         }
     }
 }
@@ -165,6 +209,8 @@ struct RawManifest {
     triggers: Option<RawTriggers>,
     concurrency: Option<u32>,
     max_concurrency: Option<u32>,
+    auth: Option<String>,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +258,12 @@ impl Manifest {
         }
         if let Some(c) = raw.max_concurrency {
             m.max_concurrency = checked(in_range("max_concurrency", c, &MAX_CONCURRENCY_RANGE))?;
+        }
+        if let Some(auth) = raw.auth {
+            m.auth = checked(parse_auth(&auth))?;
+        }
+        if let Some(limit) = raw.rate_limit {
+            m.rate_limit = Some(checked(limit.checked())?);
         }
         for (key, value) in raw.environment.unwrap_or_default() {
             if !is_env_name(&key) {
@@ -399,5 +451,17 @@ mod tests {
             let err = Manifest::parse(yaml).unwrap_err();
             assert!(err.contains(needle), "{yaml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn auth_and_rate_limit() {
+        let m = Manifest::parse("auth: key\nrate_limit: {per_second: 2.5}\n").unwrap();
+        assert_eq!(m.auth, "key");
+        assert_eq!(m.rate_limit.unwrap().burst, Some(3));
+        assert_eq!(Manifest::parse("").unwrap().auth, "none");
+        let err = Manifest::parse("auth: open\n").unwrap_err();
+        assert!(err.contains("auth: none"), "{err}");
+        let err = Manifest::parse("rate_limit: {per_second: 0}\n").unwrap_err();
+        assert!(err.contains("per_second"), "{err}");
     }
 }

@@ -3,8 +3,11 @@
 //! One file per table family; each function takes the executor it runs on,
 //! so callers choose between the pool and a transaction.
 
+pub mod access;
+pub mod audit;
 pub mod functions;
 pub mod invocations;
+pub mod keys;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

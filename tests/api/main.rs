@@ -4,6 +4,7 @@
 mod billing;
 mod billing_rules;
 mod browser;
+mod callers;
 mod containers;
 mod dashboard;
 mod faults;

@@ -418,10 +418,11 @@ async fn replaying_records_already_stored_bills_nothing_twice() {
 async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     let pg = OwnPostgres::start();
     let env = ServeEnv::new(pg.url());
-    let http = reqwest::Client::new();
+    let http = env.client();
     let base = env.base();
+    let fn_base = env.fn_base();
     let run = |event: String| {
-        let request = http.post(format!("{base}/run/journaled")).body(event);
+        let request = http.post(format!("{fn_base}/run/journaled")).body(event);
         async move {
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), 200);
@@ -432,6 +433,7 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     let manager = env.serve().await;
     let response = http
         .put(format!("{base}/api/v1/functions/journaled"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
         .body(zip_of(&[("f.py", ECHO)]))
         .send()
         .await
@@ -485,6 +487,7 @@ async fn a_killed_manager_replays_its_journal_without_billing_twice() {
     assert_eq!(stored, answered, "every answered call once");
     let (_, report) = json(
         http.get(format!("{base}/api/v1/billing"))
+            .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .send()
             .await
             .unwrap(),
