@@ -112,14 +112,19 @@ impl Sandboxes {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .tail("10")
+            .tail("200")
             .build();
         let mut stream = self.docker.logs(&sandbox.container_id, Some(options));
         let mut out = String::new();
         while let Some(Ok(chunk)) = stream.next().await {
             out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
-        let out = out.trim();
+        // At most 64 KiB, the end (the log file itself holds 1 MiB at most).
+        let mut start = out.len().saturating_sub(64 * 1024);
+        while !out.is_char_boundary(start) {
+            start += 1;
+        }
+        let out = out[start..].trim();
         if out.is_empty() {
             "(empty)".into()
         } else {
