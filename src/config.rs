@@ -389,6 +389,30 @@ mod tests {
     }
 
     #[test]
+    fn sandbox_limits_default_and_parse() {
+        let s = settings(&[("DATABASE_URL", "x")]).unwrap();
+        assert_eq!(s.max_response_bytes, 6_291_456);
+        assert_eq!(s.network_isolation, NetworkIsolation::Required);
+        let s = settings(&[
+            ("DATABASE_URL", "x"),
+            ("OL_MAX_RESPONSE_BYTES", "1000"),
+            ("OL_NETWORK_ISOLATION", "warn"),
+        ])
+        .unwrap();
+        assert_eq!(s.max_response_bytes, 1000);
+        assert_eq!(s.network_isolation, NetworkIsolation::Warn);
+        for (key, value) in [
+            ("OL_NETWORK_ISOLATION", "maybe"),
+            ("OL_MAX_RESPONSE_BYTES", "0"),
+        ] {
+            let err = settings(&[("DATABASE_URL", "x"), (key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn missing_database_url_says_how_to_fix_it() {
         let err = settings(&[]).unwrap_err().to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");

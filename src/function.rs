@@ -47,3 +47,34 @@ impl FunctionSpec {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_default_sandboxes_take_generic_containers() {
+        let f = FunctionSpec {
+            name: "f".into(),
+            version: "v".into(),
+            runtime: Runtime::Python,
+            handler: "f.f".into(),
+            memory_mb: 128,
+            timeout_ms: 1000,
+            environment: BTreeMap::new(),
+            http_methods: None,
+            concurrency: 1,
+            max_concurrency: 1,
+            packages: Vec::new(),
+            network: Network::Internet,
+            tmp_mb: 64,
+        };
+        assert!(f.fits_generic(64));
+        assert!(!f.fits_generic(32));
+        let offline = FunctionSpec {
+            network: Network::None,
+            ..f
+        };
+        assert!(!offline.fits_generic(64));
+    }
+}

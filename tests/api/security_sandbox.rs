@@ -399,13 +399,34 @@ async fn functions_reach_neither_the_host_nor_each_other_nor_link_local() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_none_leaves_only_loopback() {
-    let app = spawn_app().await;
+    // A prewarmed container (on the network, default /tmp) is at hand: a
+    // function that differs must not take it.
+    let app = spawn_app_with(|s| {
+        s.pool.prewarm = 1;
+        s.pool.prewarm_runtimes = vec!["python".into()];
+    })
+    .await;
+    assert!(
+        app.pool
+            .wait_prewarmed("python", 1, Duration::from_secs(60))
+            .await
+    );
     let code = "import os\ndef f(event):\n    return sorted(os.listdir('/sys/class/net'))\n";
     app.deploy_ok("offline", &[("f.py", code), ("ol.yaml", "network: none\n")])
         .await;
     app.deploy_ok("online", &[("f.py", code)]).await;
     let (_, offline) = json(app.run("offline", "null").await).await;
     assert_eq!(offline, json!(["lo"]));
+    let tmp = "import os\ndef f(event):\n    s = os.statvfs('/tmp')\n    return s.f_blocks * s.f_frsize\n";
+    app.deploy_ok("small-tmp", &[("f.py", tmp), ("ol.yaml", "tmp_mb: 8\n")])
+        .await;
+    let (_, size) = json(app.run("small-tmp", "null").await).await;
+    assert_eq!(size, json!(8 << 20));
+    // Each got a container of its own (a specialised generic one carries
+    // no function label).
+    for name in ["offline", "small-tmp"] {
+        assert_eq!(app.containers(name).await.len(), 1, "{name}");
+    }
     let (_, online) = json(app.run("online", "null").await).await;
     assert_eq!(online, json!(["eth0", "lo"]));
     let function = app.get("/api/v1/functions/offline").await;
