@@ -342,7 +342,7 @@ async fn functions_reach_neither_the_host_nor_each_other_nor_link_local() {
     let listening = {
         let app_url = app.url("/run/listener");
         let http = app.http.clone();
-        tokio::spawn(async move { http.post(app_url).body("12").send().await })
+        tokio::spawn(async move { http.post(app_url).body("20").send().await })
     };
     assert!(busy(&app, 1).await, "the listener is busy");
     let other = app.containers("listener").await[0].clone();
@@ -373,8 +373,10 @@ async fn functions_reach_neither_the_host_nor_each_other_nor_link_local() {
         .map(|r| r.as_str().unwrap())
         .collect();
     assert_eq!(results.len(), 5);
+    // Dropped by the fence: no answer at all, not even a refusal (the test
+    // Postgres listens on loopback only; unfenced, its port would refuse).
     for (target, result) in targets.as_array().unwrap().iter().zip(&results) {
-        assert_ne!(*result, "connected", "a function reached {target}");
+        assert_eq!(*result, "timeout", "a function's connection to {target}");
     }
     // The listener did reach itself: it was there to be reached.
     let own = listening.await.unwrap().unwrap();
@@ -486,4 +488,82 @@ def f(event):
         "{logs:?}"
     );
     app.stop().await;
+}
+
+/// `ol serve` with no `iptables` on its PATH, so it cannot fence the
+/// function network; `isolation` is `OL_NETWORK_ISOLATION`. Returns the
+/// child and the file its output goes to.
+async fn serve_without_iptables(
+    database: &openlambda::testing::ThrowawayDatabase,
+    data_dir: &std::path::Path,
+    isolation: Option<&str>,
+) -> (tokio::process::Child, std::path::PathBuf, u16) {
+    let port = crate::helpers::free_port();
+    let log = data_dir.join("serve.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let empty = data_dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ol"));
+    command
+        .arg("serve")
+        .env("PATH", &empty)
+        .env("DATABASE_URL", database.url())
+        .env("OL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("OL_DATA_DIR", data_dir)
+        .env(
+            "OL_INSTANCE",
+            format!(
+                "test-fence-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+        )
+        .env("OL_NETWORK", crate::helpers::test_network())
+        .env("OL_POOL_PREWARM", "0")
+        .env("OL_BASE_IMAGE", openlambda::testing::base_image())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true);
+    if let Some(isolation) = isolation {
+        command.env("OL_NETWORK_ISOLATION", isolation);
+    }
+    (command.spawn().expect("ol serve starts"), log, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_that_cannot_fence_its_network_says_so() {
+    let database =
+        openlambda::testing::ThrowawayDatabase::create(&crate::helpers::admin_url(), "ol_test")
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // By default it refuses to start, and says what to do.
+    let (mut child, log, _) = serve_without_iptables(&database, dir.path(), None).await;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("ol serve gives up within a minute")
+        .unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("could not fence off the function network")
+            && said.contains("iptables")
+            && said.contains("OL_NETWORK_ISOLATION=warn"),
+        "{said}"
+    );
+    // Told to warn, it starts and says loudly that functions are open.
+    let (mut child, log, port) = serve_without_iptables(&database, dir.path(), Some("warn")).await;
+    let http = reqwest::Client::new();
+    let up = eventually(Duration::from_secs(60), || async {
+        http.get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    child.kill().await.unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(up, "{said}");
+    assert!(said.contains("FUNCTIONS ARE NOT ISOLATED"), "{said}");
 }
