@@ -153,8 +153,10 @@ pub(super) fn exit_reason(code: i64) -> String {
         signal @ 1..=64 => {
             let name = NAMES.iter().find(|(n, _)| *n == signal).map(|(_, s)| *s);
             match name {
-                Some(name) => format!("the runtime was killed by signal {signal} ({name})"),
-                None => format!("the runtime was killed by signal {signal}"),
+                Some(name) => {
+                    format!("the runtime was killed by signal {signal} ({name}, exit code {code})")
+                }
+                None => format!("the runtime was killed by signal {signal} (exit code {code})"),
             }
         }
         _ => format!("the runtime exited with code {code}"),
@@ -170,13 +172,16 @@ mod tests {
         assert_eq!(exit_reason(1), "the runtime exited with code 1");
         assert_eq!(
             exit_reason(137),
-            "the runtime was killed by signal 9 (SIGKILL)"
+            "the runtime was killed by signal 9 (SIGKILL, exit code 137)"
         );
         assert_eq!(
             exit_reason(139),
-            "the runtime was killed by signal 11 (SIGSEGV)"
+            "the runtime was killed by signal 11 (SIGSEGV, exit code 139)"
         );
-        assert_eq!(exit_reason(170), "the runtime was killed by signal 42");
+        assert_eq!(
+            exit_reason(170),
+            "the runtime was killed by signal 42 (exit code 170)"
+        );
         assert_eq!(exit_reason(-1), "the runtime exited with code -1");
     }
 }

@@ -32,7 +32,7 @@ use crate::manifest::{Network, Runtime};
 pub struct Sandboxes {
     pub(super) docker: Docker,
     pub(super) settings: Arc<Settings>,
-    pub(super) root: PathBuf,
+    root: PathBuf,
     /// Runtime -> image tag.
     images: Arc<HashMap<Runtime, String>>,
 }

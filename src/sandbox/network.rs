@@ -70,6 +70,11 @@ impl Sandboxes {
     /// manager refuses to start (`required`, the default) or says so loudly
     /// and runs open (`warn`).
     pub async fn ensure_network(&self) -> anyhow::Result<()> {
+        // Docker does not keep network names unique, and iptables checks
+        // then adds: two managers in one process (tests) doing either at
+        // once would make two networks or add a rule twice.
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _guard = ONE_AT_A_TIME.lock().await;
         let bridge = self.network_bridge().await?;
         let network = &self.settings.network;
         match self.settings.network_isolation {
@@ -102,10 +107,6 @@ impl Sandboxes {
 
     /// Creates the network when missing and returns its bridge interface.
     async fn network_bridge(&self) -> anyhow::Result<String> {
-        // Docker does not keep network names unique: two managers in one
-        // process (tests) creating at once would make two networks.
-        static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _guard = CREATING.lock().await;
         let name = &self.settings.network;
         let inspect = None::<bollard::query_parameters::InspectNetworkOptions>;
         if let Ok(existing) = self.docker.inspect_network(name, inspect).await {

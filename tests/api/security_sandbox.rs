@@ -80,9 +80,11 @@ async fn writes_stop_at_their_limits_not_on_the_host_disk() {
             "{name}: /tmp took {written} bytes, its limit is {tmp_mb} MiB"
         );
     }
+    // Had any write reached the host, 1 GiB would be gone; the margin is
+    // for whatever else runs on this machine meanwhile.
     let after = free_bytes(app.data_dir.path());
     assert!(
-        before.saturating_sub(after) < 64 << 20,
+        before.saturating_sub(after) < 512 << 20,
         "the host's free space fell by {} bytes",
         before - after
     );
@@ -473,7 +475,11 @@ def f(event):
     app.run("crashy", "{}").await;
     let (status, body) = json(app.run("crashy", r#"{"segfault": true}"#).await).await;
     assert_eq!(status, 502, "{body}");
-    assert!(body.to_string().contains("signal 11 (SIGSEGV)"), "{body}");
+    assert!(
+        body.to_string()
+            .contains("signal 11 (SIGSEGV, exit code 139)"),
+        "{body}"
+    );
     // The container's output stays with the owner: in the crashed call's record.
     app.flush().await;
     let logs: Vec<Option<String>> = sqlx::query_scalar(
