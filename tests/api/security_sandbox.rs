@@ -446,7 +446,7 @@ import ctypes, os
 def f(event):
     if event.get("secret"):
         print("caller A's secret:", event["secret"])
-        raise ValueError("A's call failed")
+        raise ValueError("A's call failed with " + event["secret"])
     if event.get("exit"):
         os._exit(event["exit"])
     if event.get("segfault"):
