@@ -433,8 +433,16 @@ async fn network_none_leaves_only_loopback() {
     }
     let (_, online) = json(app.run("online", "null").await).await;
     assert_eq!(online, json!(["eth0", "lo"]));
-    let function = app.get("/api/v1/functions/offline").await;
-    assert!(function.status().is_success());
+    let (_, shown) = json(app.get("/api/v1/functions/offline").await).await;
+    assert_eq!(
+        (&shown["network"], &shown["tmp_mb"]),
+        (&json!("none"), &json!(64))
+    );
+    let (_, shown) = json(app.get("/api/v1/functions/small-tmp").await).await;
+    assert_eq!(
+        (&shown["network"], &shown["tmp_mb"]),
+        (&json!("internet"), &json!(8))
+    );
     app.stop().await;
 }
 
