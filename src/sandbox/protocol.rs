@@ -244,9 +244,9 @@ pub async fn request(
     })
 }
 
-/// The runtime's own reply headers. Each may appear once: a repeat means a
-/// handler's header got through next to the runtime's, and the reply cannot
-/// be read safely.
+/// The runtime's own reply headers. Each `X-Ol-*` may appear once: a repeat
+/// means a handler's header got through next to the runtime's, and the
+/// reply cannot be read safely.
 #[derive(Debug, Default, PartialEq)]
 struct Framing {
     content_length: Option<usize>,
@@ -281,8 +281,16 @@ impl Framing {
                 })
                 .transpose()
         };
+        // hyper has checked the body's framing; a repeated, equal
+        // Content-Length (a WSGI app's next to the server's) is fine here,
+        // where it only serves to refuse a large reply before reading it.
+        let content_length = headers
+            .get_all(hyper::header::CONTENT_LENGTH)
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
+            .max();
         Ok(Self {
-            content_length: number("content-length")?,
+            content_length,
             result_length: number(HEADER_RESULT_LENGTH)?,
             raised: match one(HEADER_STATUS)? {
                 None => false,
@@ -435,6 +443,12 @@ mod tests {
                 protocol: Some(1)
             }
         );
+        let twice = Framing::read(&headers(&[
+            ("content-length", "5"),
+            ("content-length", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(twice.content_length, Some(5));
         for bad in [
             &[("x-ol-result-length", "0"), ("x-ol-result-length", "3")][..],
             &[("x-ol-status", "error"), ("x-ol-status", "error")],
