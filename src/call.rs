@@ -58,6 +58,8 @@ impl Outcome {
             Failure::Timeout(_) => CallStatus::new("timeout", billed, 504),
             Failure::OutOfMemory(_) => CallStatus::new("oom", billed, 502),
             Failure::Crashed(_) => CallStatus::new("crashed", billed, 502),
+            // The handler ran and answered; its answer was too large to pass on.
+            Failure::ResponseTooLarge(_) => CallStatus::new("error", billed, 502),
             Failure::Load { .. } => CallStatus::new("error", billed, 500),
             Failure::Platform(_) => CallStatus::new("platform_error", false, 500),
         };
@@ -217,6 +219,9 @@ async fn run(
         billed,
         logs: match &outcome {
             Outcome::Handled(reply) => reply.output.clone().filter(|o| !o.is_empty()),
+            // What the container printed before it stopped: the owner's to
+            // read, never the caller's (it may be an earlier call's).
+            Outcome::Failed(Failure::Crashed(crash)) => crash.output.clone(),
             _ => None,
         },
     };
@@ -267,6 +272,10 @@ mod tests {
                 ("crashed", true, 502),
             ),
             (Outcome::Failed(load()), ("error", true, 500)),
+            (
+                Outcome::Failed(Failure::ResponseTooLarge(6)),
+                ("error", true, 502),
+            ),
             (
                 Outcome::Failed(Failure::Platform(anyhow::anyhow!("x"))),
                 ("platform_error", false, 500),

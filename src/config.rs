@@ -62,12 +62,43 @@ pub struct Settings {
     pub instance: String,
     /// Docker network the function containers join (`OL_NETWORK`).
     pub network: String,
+    /// Whether the manager must fence its network off (`OL_NETWORK_ISOLATION`).
+    pub network_isolation: NetworkIsolation,
+    /// Largest result a runtime may send back, in bytes; a larger one is a
+    /// 502 (`OL_MAX_RESPONSE_BYTES`, default 6 MiB like Lambda's).
+    pub max_response_bytes: usize,
     pub pool: PoolSettings,
     pub billing: BillingSettings,
     /// Days a call's output is kept (`OL_LOG_RETENTION_DAYS`).
     pub log_retention_days: i64,
     /// Package builds: deadline, parallelism; uploads: entry bound.
     pub packages: PackageSettings,
+}
+
+/// What the manager does when it cannot install the firewall rules that
+/// keep functions away from the host, other containers and link-local
+/// addresses (`OL_NETWORK_ISOLATION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkIsolation {
+    /// Refuse to start (the default).
+    Required,
+    /// Start anyway, with a warning at start.
+    Warn,
+    /// Install nothing (the operator fences the network another way).
+    Off,
+}
+
+impl FromStr for NetworkIsolation {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw.trim() {
+            "required" | "on" => Ok(Self::Required),
+            "warn" => Ok(Self::Warn),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?}: use required, warn or off")),
+        }
+    }
 }
 
 /// Limits on untrusted package builds and zips.
@@ -181,6 +212,10 @@ impl Settings {
             pip_index_url: text("OL_PIP_INDEX_URL"),
             instance: text("OL_INSTANCE").unwrap_or_else(|| "default".to_string()),
             network: text("OL_NETWORK").unwrap_or_else(|| "openlambda".to_string()),
+            network_isolation: parse_or(&get, "OL_NETWORK_ISOLATION", NetworkIsolation::Required)?,
+            max_response_bytes: positive(parse_or(&get, "OL_MAX_RESPONSE_BYTES", 6 * 1024 * 1024)?)
+                .context("OL_MAX_RESPONSE_BYTES must be at least 1")?
+                as usize,
             pool: PoolSettings {
                 pause_grace: Duration::from_millis(parse_or(
                     &get,
@@ -419,6 +454,30 @@ mod tests {
         assert_eq!(c.api_key.as_deref(), Some("t"));
         let c = client(&[("OL_API_KEY", "k"), ("OL_ADMIN_TOKEN", "t")]);
         assert_eq!(c.api_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn sandbox_limits_default_and_parse() {
+        let s = settings(&[("DATABASE_URL", "x")]).unwrap();
+        assert_eq!(s.max_response_bytes, 6_291_456);
+        assert_eq!(s.network_isolation, NetworkIsolation::Required);
+        let s = settings(&[
+            ("DATABASE_URL", "x"),
+            ("OL_MAX_RESPONSE_BYTES", "1000"),
+            ("OL_NETWORK_ISOLATION", "warn"),
+        ])
+        .unwrap();
+        assert_eq!(s.max_response_bytes, 1000);
+        assert_eq!(s.network_isolation, NetworkIsolation::Warn);
+        for (key, value) in [
+            ("OL_NETWORK_ISOLATION", "maybe"),
+            ("OL_MAX_RESPONSE_BYTES", "0"),
+        ] {
+            let err = settings(&[("DATABASE_URL", "x"), (key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

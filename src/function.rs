@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::manifest::Runtime;
+use crate::manifest::{Network, Runtime};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FunctionSpec {
@@ -25,14 +25,56 @@ pub struct FunctionSpec {
     pub max_concurrency: i32,
     /// Package cache directories of its code version, e.g. `six-1.16.0`.
     pub packages: Vec<String>,
+    /// The internet (but nothing local), or no network at all.
+    pub network: Network,
+    /// Its writable `/tmp`, in MiB.
+    pub tmp_mb: i32,
 }
 
 impl FunctionSpec {
+    /// Whether a generic (prewarmed) container, made with `generic_tmp_mb`
+    /// of `/tmp` on the function network, can become this function's: its
+    /// `/tmp` and network are fixed when it is created.
+    pub fn fits_generic(&self, generic_tmp_mb: u64) -> bool {
+        self.network == Network::Internet && u64::try_from(self.tmp_mb) == Ok(generic_tmp_mb)
+    }
+
     /// Where its packages are inside a container.
     pub fn package_paths(&self) -> Vec<String> {
         self.packages
             .iter()
             .map(|p| format!("/packages/{p}"))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_default_sandboxes_take_generic_containers() {
+        let f = FunctionSpec {
+            name: "f".into(),
+            version: "v".into(),
+            runtime: Runtime::Python,
+            handler: "f.f".into(),
+            memory_mb: 128,
+            timeout_ms: 1000,
+            environment: BTreeMap::new(),
+            http_methods: None,
+            concurrency: 1,
+            max_concurrency: 1,
+            packages: Vec::new(),
+            network: Network::Internet,
+            tmp_mb: 64,
+        };
+        assert!(f.fits_generic(64));
+        assert!(!f.fits_generic(32));
+        let offline = FunctionSpec {
+            network: Network::None,
+            ..f
+        };
+        assert!(!offline.fits_generic(64));
     }
 }

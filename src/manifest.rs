@@ -112,6 +112,10 @@ pub struct Manifest {
     pub concurrency: u32,
     /// Containers the function may have at once.
     pub max_concurrency: u32,
+    /// Whether its containers reach the internet (`network` in `ol.yaml`).
+    pub network: Network,
+    /// Size of its writable `/tmp`, in MiB (`tmp_mb`).
+    pub tmp_mb: u32,
     /// Who may call the function URL: `none` (anyone) or `key` (a caller
     /// with one of its invoke keys).
     pub auth: &'static str,
@@ -156,6 +160,39 @@ pub fn parse_auth(raw: &str) -> Result<&'static str, String> {
     }
 }
 
+/// A function's network: the internet but nothing local (the default), or
+/// no network at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    Internet,
+    None,
+}
+
+impl Network {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Network::Internet => "internet",
+            Network::None => "none",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "internet" => Ok(Network::Internet),
+            "none" => Ok(Network::None),
+            other => Err(format!(
+                "network {other:?} is not known; use network: internet or network: none"
+            )),
+        }
+    }
+}
+
+pub const TMP_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=10_240;
+/// `/tmp` of a function whose `ol.yaml` names no `tmp_mb`.
+pub const DEFAULT_TMP_MB: u32 = 64;
+
 pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 64..=10_240;
 pub const TIMEOUT_S_RANGE: std::ops::RangeInclusive<u64> = 1..=900;
 pub const CONCURRENCY_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
@@ -193,6 +230,8 @@ impl Default for Manifest {
             max_concurrency: 100,
             auth: "none",
             rate_limit: None,
+            network: Network::Internet,
+            tmp_mb: DEFAULT_TMP_MB,
         }
     }
 }
@@ -211,6 +250,8 @@ struct RawManifest {
     max_concurrency: Option<u32>,
     auth: Option<String>,
     rate_limit: Option<RateLimit>,
+    network: Option<String>,
+    tmp_mb: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,6 +305,12 @@ impl Manifest {
         }
         if let Some(limit) = raw.rate_limit {
             m.rate_limit = Some(checked(limit.checked())?);
+        }
+        if let Some(network) = raw.network {
+            m.network = checked(Network::parse(&network))?;
+        }
+        if let Some(mb) = raw.tmp_mb {
+            m.tmp_mb = checked(in_range("tmp_mb", mb, &TMP_MB_RANGE))?;
         }
         for (key, value) in raw.environment.unwrap_or_default() {
             if !is_env_name(&key) {
@@ -406,9 +453,10 @@ mod tests {
         let m = Manifest::parse(
             "runtime: python\nhandler: app.main.handle\nmemory_mb: 256\ntimeout_s: 5\n\
              environment:\n  GREETING: hi\n  N: 3\ntriggers:\n  http:\n    - method: get\n    - POST\n\
-             concurrency: 4\nmax_concurrency: 10\n",
+             concurrency: 4\nmax_concurrency: 10\nnetwork: none\ntmp_mb: 16\n",
         )
         .unwrap();
+        assert_eq!((m.network, m.tmp_mb), (Network::None, 16));
         assert_eq!(m.handler, "app.main.handle");
         assert_eq!(m.handler_file(), "app/main.py");
         assert_eq!(m.memory_mb, 256);
@@ -446,6 +494,8 @@ mod tests {
             ("environment:\n  1X: a", "not valid"),
             ("environment:\n  X: [1]", "string, number or boolean"),
             ("triggers:\n  http: [FETCH]", "not known"),
+            ("network: host", "use network: internet or network: none"),
+            ("tmp_mb: 0", "tmp_mb 0 is out of range"),
             (": : :", "not valid"),
         ] {
             let err = Manifest::parse(yaml).unwrap_err();

@@ -1,5 +1,5 @@
 // openlambda runtime server for Node.js: follows images/PROTOCOL.md (version
-// PROTOCOL below), as the Python runtime does. Listens for HTTP on /host/ol.sock:
+// PROTOCOL below), as the Python runtime does. Listens for HTTP on /host/sock/ol.sock:
 //   POST /load    once per container: code directory, handler, environment;
 //   POST /invoke  one call: the event as JSON (OpenLambda's /run), or, with
 //                 X-Ol-Meta-Length, the function URL's request, which becomes
@@ -16,7 +16,7 @@ const fs = require('fs');
 const path = require('path');
 const { AsyncLocalStorage } = require('async_hooks');
 
-const SOCKET = process.env.OL_SOCKET || '/host/ol.sock';
+const SOCKET = process.env.OL_SOCKET || '/host/sock/ol.sock';
 const LOG_LIMIT = 64 * 1024;
 // The protocol version (images/PROTOCOL.md): a load spec of another version is
 // refused, and every reply carries X-Ol-Protocol.
@@ -54,7 +54,8 @@ function outputOf(store) {
 
 function send(res, status, body, { headers = [], output = Buffer.alloc(0), raised = false } = {}) {
   const data = Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
-  const list = headers.slice();
+  // X-Ol-* frames the reply (PROTOCOL.md): a handler's own is dropped.
+  const list = headers.filter(([k]) => !String(k).toLowerCase().startsWith('x-ol-'));
   if (!list.some(([k]) => k.toLowerCase() === 'content-type')) list.push(['Content-Type', 'application/json']);
   if (raised) list.push(['X-Ol-Status', 'error']);
   list.push(['Content-Length', String(data.length + output.length)]);

@@ -1,7 +1,7 @@
 """openlambda runtime server for Python.
 
 Follows images/PROTOCOL.md (protocol version PROTOCOL below): listens for
-HTTP on a Unix socket in the sandbox directory (/host/ol.sock) and serves the
+HTTP on a Unix socket in the sandbox directory (/host/sock/ol.sock) and serves the
 manager, a thread per request (the manager decides how many calls a container
 serves at once: the function's concurrency):
 
@@ -49,7 +49,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl
 
-SOCKET_PATH = os.environ.get("OL_SOCKET", "/host/ol.sock")
+SOCKET_PATH = os.environ.get("OL_SOCKET", "/host/sock/ol.sock")
 LOG_LIMIT = 64 * 1024
 # The protocol version (images/PROTOCOL.md): a load spec of another version is
 # refused, and every reply carries X-Ol-Protocol.
@@ -332,6 +332,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         has_type = False
         for name, value in headers:
+            # X-Ol-* frames the reply (PROTOCOL.md): a handler's own is dropped.
+            if name.lower().startswith("x-ol-"):
+                continue
             has_type = has_type or name.lower() == "content-type"
             self.send_header(name, value)
         if not has_type:

@@ -41,6 +41,10 @@ struct FunctionView {
     http_methods: Option<Vec<String>>,
     concurrency: i32,
     max_concurrency: i32,
+    /// `internet` or `none` (`network` in `ol.yaml`).
+    network: String,
+    /// Its writable `/tmp`, in MiB.
+    tmp_mb: i32,
     url: String,
     /// Package cache directories of its version, e.g. `six-1.16.0`.
     installed_packages: Vec<String>,
@@ -62,6 +66,8 @@ impl FunctionView {
             http_methods: f.http_methods,
             concurrency: f.concurrency,
             max_concurrency: f.max_concurrency,
+            network: f.network,
+            tmp_mb: f.tmp_mb,
             installed_packages: f.packages,
             created_at: f.created_at,
             updated_at: f.updated_at,

@@ -310,6 +310,15 @@ fn failure_error(failure: Failure, status: StatusCode, name: &str) -> ApiError {
             "crashed",
             format!("{name}'s container stopped during the call ({detail}); the next call gets a fresh one"),
         ),
+        Failure::ResponseTooLarge(limit) => ApiError::new(
+            status,
+            "response_too_large",
+            format!(
+                "{name}'s response is larger than the limit of {limit} bytes \
+                 (OL_MAX_RESPONSE_BYTES); return less, or store a large result elsewhere \
+                 and return where it is"
+            ),
+        ),
         Failure::Load { kind, message } => {
             let mut e = ApiError::new(
                 status,

@@ -42,11 +42,7 @@ pub async fn warm(env: &Env, options: &BenchOptions) -> anyhow::Result<Warm> {
         .containers("warm")
         .pop()
         .context("no container after a call")?;
-    let socket = m
-        .data_dir
-        .join("sandboxes")
-        .join(&container.sandbox)
-        .join("ol.sock");
+    let socket = sandbox::layout::socket(&m.data_dir.join("sandboxes").join(&container.sandbox));
     let url = m.url("/run/warm");
     let (mut via_manager, mut direct) = (Vec::new(), Vec::new());
     progress(format!("warm: {} calls each way", options.warm_calls));
@@ -57,8 +53,15 @@ pub async fn warm(env: &Env, options: &BenchOptions) -> anyhow::Result<Warm> {
         }
         via_manager.push(took);
         let started = Instant::now();
-        let reply =
-            sandbox::request(&socket, "POST", "/invoke", None, Bytes::from_static(b"1")).await?;
+        let reply = sandbox::request(
+            &socket,
+            "POST",
+            "/invoke",
+            None,
+            Bytes::from_static(b"1"),
+            1 << 20,
+        )
+        .await?;
         if reply.status != 200 {
             bail!("direct call answered {}", reply.status);
         }

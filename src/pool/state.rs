@@ -230,7 +230,7 @@ impl State {
             .prewarmed
             .iter()
             .rposition(|p| p.runtime == function.runtime)
-            .filter(|_| room);
+            .filter(|_| room && function.fits_generic(settings.tmpfs_mb));
         if let Some(i) = warm {
             let generic_mb = self.prewarmed[i].sandbox.memory_mb.max(0) as u64;
             // Its memory is counted already; count the difference.

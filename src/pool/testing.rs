@@ -41,5 +41,7 @@ pub fn function(name: &str, memory_mb: i32, concurrency: i32, max: i32) -> Arc<F
         concurrency,
         max_concurrency: max,
         packages: Vec::new(),
+        network: crate::manifest::Network::Internet,
+        tmp_mb: 64,
     })
 }

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 
 use super::docker::Sandboxes;
 use super::protocol::request;
-use super::{Failure, Sandbox};
+use super::{layout, Crash, Failure, Sandbox};
 use bollard::query_parameters::{InspectContainerOptions, LogsOptionsBuilder};
 
 impl Sandboxes {
@@ -23,8 +23,14 @@ impl Sandboxes {
         let mut polls = 0u32;
         loop {
             if socket.exists() {
-                if let Ok(reply) = request(&socket, "GET", "/health", None, Bytes::new()).await {
+                let limit = self.settings.max_response_bytes;
+                if let Ok(reply) =
+                    request(&socket, "GET", "/health", None, Bytes::new(), limit).await
+                {
                     if reply.status == 200 {
+                        // The server has made its socket: from now on the
+                        // function may create nothing in the socket's folder.
+                        layout::seal_socket_dir(&sandbox.dir).map_err(Failure::Platform)?;
                         return Ok(());
                     }
                 }
@@ -37,6 +43,7 @@ impl Sandboxes {
                 }
             }
             if Instant::now() >= deadline {
+                // Only the runtime server ran in it yet: no call's output.
                 let logs = self.logs_tail(sandbox).await;
                 return Err(Failure::Platform(anyhow!(
                     "the runtime server did not come up within {:?}; its log: {logs}",
@@ -70,7 +77,12 @@ impl Sandboxes {
                 .await
             {
                 Ok(c) => c.state.unwrap_or_default(),
-                Err(e) => return Some(Failure::Crashed(format!("container is gone ({e})"))),
+                Err(e) => {
+                    return Some(Failure::Crashed(Crash {
+                        reason: format!("the container is gone ({e})"),
+                        output: None,
+                    }))
+                }
             };
             if state.oom_killed == Some(true) {
                 return Some(Failure::OutOfMemory(sandbox.memory_mb));
@@ -87,30 +99,89 @@ impl Sandboxes {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
-            let logs = self.logs_tail(sandbox).await;
-            return Some(Failure::Crashed(format!(
-                "exit code {code}; last output: {logs}"
-            )));
+            return Some(Failure::Crashed(Crash {
+                reason: exit_reason(code),
+                output: Some(self.logs_tail(sandbox).await),
+            }));
         }
     }
 
-    /// The container's last lines of output, for error messages.
+    /// The container's last lines of output, for the owner's logs (and the
+    /// operator's error when a runtime server never came up).
     async fn logs_tail(&self, sandbox: &Sandbox) -> String {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .tail("10")
+            .tail("200")
             .build();
         let mut stream = self.docker.logs(&sandbox.container_id, Some(options));
         let mut out = String::new();
         while let Some(Ok(chunk)) = stream.next().await {
             out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
-        let out = out.trim();
+        // At most 64 KiB, the end (the log file itself holds 1 MiB at most).
+        let mut start = out.len().saturating_sub(64 * 1024);
+        while !out.is_char_boundary(start) {
+            start += 1;
+        }
+        let out = out[start..].trim();
         if out.is_empty() {
             "(empty)".into()
         } else {
             out.to_string()
         }
+    }
+}
+
+/// What an exit code says, without anything the container printed:
+/// `docker-init` passes a signal on as 128 + its number.
+pub(super) fn exit_reason(code: i64) -> String {
+    const NAMES: [(i64, &str); 11] = [
+        (1, "SIGHUP"),
+        (2, "SIGINT"),
+        (3, "SIGQUIT"),
+        (4, "SIGILL"),
+        (6, "SIGABRT"),
+        (7, "SIGBUS"),
+        (8, "SIGFPE"),
+        (9, "SIGKILL"),
+        (11, "SIGSEGV"),
+        (13, "SIGPIPE"),
+        (15, "SIGTERM"),
+    ];
+    match code - 128 {
+        signal @ 1..=64 => {
+            let name = NAMES.iter().find(|(n, _)| *n == signal).map(|(_, s)| *s);
+            match name {
+                Some(name) => {
+                    format!("the runtime was killed by signal {signal} ({name}, exit code {code})")
+                }
+                None => format!("the runtime was killed by signal {signal} (exit code {code})"),
+            }
+        }
+        _ => format!("the runtime exited with code {code}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_reason;
+
+    #[test]
+    fn exit_codes_name_signals() {
+        assert_eq!(exit_reason(1), "the runtime exited with code 1");
+        assert_eq!(
+            exit_reason(137),
+            "the runtime was killed by signal 9 (SIGKILL, exit code 137)"
+        );
+        assert_eq!(
+            exit_reason(139),
+            "the runtime was killed by signal 11 (SIGSEGV, exit code 139)"
+        );
+        assert_eq!(
+            exit_reason(170),
+            "the runtime was killed by signal 42 (exit code 170)"
+        );
+        assert_eq!(exit_reason(-1), "the runtime exited with code -1");
     }
 }

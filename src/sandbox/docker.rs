@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use bollard::models::{ContainerCreateBody, ContainerUpdateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, ContainerUpdateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     RenameContainerOptionsBuilder,
@@ -25,7 +25,7 @@ use crate::function::FunctionSpec;
 use crate::labels::{
     LABEL_FUNCTION, LABEL_INSTANCE, LABEL_PREWARMED, LABEL_SANDBOX, LABEL_VERSION,
 };
-use crate::manifest::Runtime;
+use crate::manifest::{Network, Runtime};
 
 /// The Docker engine: starts, drives and removes sandboxes.
 #[derive(Clone)]
@@ -48,38 +48,6 @@ impl Sandboxes {
         }
     }
 
-    /// Creates the function network if missing: a bridge without traffic
-    /// between containers (functions cannot reach each other).
-    pub async fn ensure_network(&self) -> anyhow::Result<()> {
-        // Docker does not keep network names unique: two managers in one
-        // process (tests) creating at once would make two networks.
-        static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let _guard = CREATING.lock().await;
-        let name = &self.settings.network;
-        let inspect = None::<bollard::query_parameters::InspectNetworkOptions>;
-        if self.docker.inspect_network(name, inspect).await.is_ok() {
-            return Ok(());
-        }
-        let request = bollard::models::NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.enable_icc".to_string(),
-                "false".to_string(),
-            )])),
-            labels: Some(HashMap::from([(
-                "openlambda.network".to_string(),
-                "1".to_string(),
-            )])),
-            ..Default::default()
-        };
-        self.docker
-            .create_network(request)
-            .await
-            .with_context(|| format!("creating docker network {name}"))?;
-        Ok(())
-    }
-
     /// Creates and starts a container whose runtime server is up but has no
     /// code: for `function` when given, else a generic (prewarmed) one that
     /// [`super::engine::specialise`] later turns into any function's container.
@@ -100,7 +68,7 @@ impl Sandboxes {
             memory_mb,
             memory_peak: MemoryPeak::default(),
         };
-        match self.create_container(&mut sandbox, runtime).await {
+        match self.create_container(&mut sandbox, runtime, function).await {
             Ok(()) => Ok(sandbox),
             Err(e) => {
                 self.remove(&sandbox).await;
@@ -113,6 +81,7 @@ impl Sandboxes {
         &self,
         sandbox: &mut Sandbox,
         runtime: Runtime,
+        function: Option<&FunctionSpec>,
     ) -> Result<(), Failure> {
         let pool = &self.settings.pool;
         let memory = i64::from(sandbox.memory_mb) * 1024 * 1024;
@@ -132,11 +101,37 @@ impl Sandboxes {
             }
         };
         let packages = crate::packages::Installer::cache_dir(&self.settings.data_dir);
+        // A function container's /tmp and network are its own; a generic one
+        // gets what functions have by default (FunctionSpec::fits_generic).
+        let (tmp_mb, network) = match function {
+            Some(f) => (u64::try_from(f.tmp_mb).unwrap_or(1), f.network),
+            None => (pool.tmpfs_mb, Network::Internet),
+        };
+        let network_mode = match network {
+            Network::Internet => self.settings.network.clone(),
+            Network::None => "none".to_string(),
+        };
         let host_config = HostConfig {
+            // The sandbox directory read-only, and only the socket's folder
+            // (sealed once the server is up) writable: see layout.
             binds: Some(vec![
-                format!("{}:/host", sandbox.dir.display()),
+                format!("{}:/host:ro", sandbox.dir.display()),
+                format!(
+                    "{}:{}",
+                    sandbox.dir.join(layout::SOCKET_DIR).display(),
+                    layout::SOCKET_DIR_IN_CONTAINER
+                ),
                 format!("{}:/packages:ro", packages.display()),
             ]),
+            // What the runtime server prints outside calls (each call's own
+            // output goes back with its reply): capped, never the host's disk.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "1m".to_string()),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
+            }),
             memory: Some(memory),
             memory_swap: Some(memory),
             // CPU weight in proportion to memory, as Lambda does.
@@ -145,17 +140,18 @@ impl Sandboxes {
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_string(),
-                format!("rw,nosuid,nodev,size={}m", pool.tmpfs_mb),
+                format!("rw,nosuid,nodev,size={tmp_mb}m"),
             )])),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
-            network_mode: Some(self.settings.network.clone()),
+            network_mode: Some(network_mode),
             init: Some(true),
             ..Default::default()
         };
         let body = ContainerCreateBody {
             image: Some(self.image_for(runtime)?),
             user: Some("65534:65534".into()),
+            env: Some(vec![format!("OL_SOCKET={}", layout::socket_in_container())]),
             labels: Some(labels),
             host_config: Some(host_config),
             ..Default::default()
@@ -213,9 +209,10 @@ impl Sandboxes {
         };
         let spec = serde_json::to_vec(&spec).context("encoding the load spec")?;
         let limit = self.settings.pool.start_timeout;
+        let max = self.settings.max_response_bytes;
         let reply = tokio::time::timeout(
             limit,
-            request(&sandbox.socket(), "POST", "/load", None, spec.into()),
+            request(&sandbox.socket(), "POST", "/load", None, spec.into(), max),
         )
         .await
         .map_err(|_| anyhow!("loading the handler took longer than {limit:?}"))?;
@@ -264,10 +261,14 @@ impl Sandboxes {
     ) -> Result<Reply, Failure> {
         let socket = sandbox.socket();
         let (body, meta_length) = payload.framed()?;
-        let exchange = request(&socket, "POST", "/invoke", meta_length, body);
+        let max = self.settings.max_response_bytes;
+        let exchange = request(&socket, "POST", "/invoke", meta_length, body, max);
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(Failure::Timeout(timeout)),
             Ok(Ok(reply)) => Ok(reply),
+            // The caller gets a 502 and the pool discards the container:
+            // the rest of the reply may still sit in its socket.
+            Ok(Err(e)) if e.is::<protocol::TooLarge>() => Err(Failure::ResponseTooLarge(max)),
             Ok(Err(e)) => Err(self.diagnose(sandbox, e).await),
         }
     }

@@ -1,14 +1,22 @@
 //! Where a sandbox lives on the host and how code gets into it.
 //!
-//! A sandbox is `{data_dir}/sandboxes/{id}/`, mounted at `/host` in the
-//! container: the runtime server's socket is `/host/ol.sock`, the function's
-//! code is linked into `/host/code` when the container is specialised.
+//! A sandbox is `{data_dir}/sandboxes/{id}/`, mounted read-only at `/host`
+//! in the container: the function's code is linked into `/host/code` when
+//! the container is specialised. The one thing the container writes there
+//! is the runtime server's socket, `/host/sock/ol.sock`, in a folder of its
+//! own that is mounted read-write and sealed (no new entries) as soon as
+//! the server is up, so a function cannot fill the host's disk through it.
 
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// The runtime server's socket, in the sandbox directory.
+/// The socket's folder, in the sandbox directory.
+pub const SOCKET_DIR: &str = "sock";
+/// Where the socket's folder is, inside the container.
+pub const SOCKET_DIR_IN_CONTAINER: &str = "/host/sock";
+/// The runtime server's socket, in its folder.
 pub const SOCKET: &str = "ol.sock";
 /// Where the function's code is, inside the container.
 pub const CODE_IN_CONTAINER: &str = "/host/code";
@@ -21,16 +29,34 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
 }
 
-/// Makes the sandbox directory.
-///
-/// It is world-writable with the sticky bit, so the container's unprivileged
-/// user can create its socket but cannot touch the code linked in later,
-/// which stays owned by the manager and read-only to everyone else.
+/// The runtime server's socket on the host.
+pub fn socket(dir: &Path) -> PathBuf {
+    dir.join(SOCKET_DIR).join(SOCKET)
+}
+
+/// The socket's path inside the container (`OL_SOCKET` of the servers).
+pub fn socket_in_container() -> String {
+    format!("{SOCKET_DIR_IN_CONTAINER}/{SOCKET}")
+}
+
+/// Makes the sandbox directory (the manager's, read-only in the container)
+/// and its socket folder, world-writable with the sticky bit until the
+/// runtime server has made its socket ([`seal_socket_dir`]).
 pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))?;
+    let sock = dir.join(SOCKET_DIR);
+    std::fs::create_dir_all(&sock).with_context(|| format!("creating {}", sock.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o1777))?;
     Ok(())
+}
+
+/// Takes write permission on the socket folder from everyone but its owner
+/// (the manager): the container's user can no longer create, fill or remove
+/// anything in it, and the socket it made still accepts connections.
+pub fn seal_socket_dir(dir: &Path) -> anyhow::Result<()> {
+    let sock = dir.join(SOCKET_DIR);
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("sealing {}", sock.display()))
 }
 
 /// The container's name: its function (or `warm` for a generic one) and id,
@@ -58,6 +84,20 @@ pub fn link_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_folder_is_open_until_sealed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("s");
+        prepare_dir(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o755);
+        assert_eq!(mode(&dir.join(SOCKET_DIR)), 0o1777);
+        seal_socket_dir(&dir).unwrap();
+        assert_eq!(mode(&dir.join(SOCKET_DIR)), 0o755);
+        assert_eq!(socket(&dir), dir.join("sock/ol.sock"));
+        assert_eq!(socket_in_container(), "/host/sock/ol.sock");
+    }
 
     #[test]
     fn link_tree_copies_nested_files() {

@@ -12,6 +12,7 @@
 //! - `diagnose`: why a runtime did not answer (OOM, exit, gone).
 //! - [`cgroup`]: per-call peak memory from the memory cgroup.
 //! - [`layout`]: sandbox directories on the host and code linking.
+//! - [`network`]: the function network and the iptables fence around it.
 //!
 //! No port is published and no container IP is needed.
 
@@ -22,6 +23,7 @@ pub mod engine;
 #[cfg(test)]
 pub mod fake;
 pub mod layout;
+pub mod network;
 pub mod protocol;
 
 use std::path::PathBuf;
@@ -73,7 +75,7 @@ impl Kind {
 
 impl Sandbox {
     pub fn socket(&self) -> PathBuf {
-        self.dir.join(layout::SOCKET)
+        layout::socket(&self.dir)
     }
 
     /// The function it serves and that function's code version; `None` for
@@ -99,9 +101,40 @@ pub enum Failure {
     #[error("the function exceeded its memory limit of {0} MB and was killed")]
     OutOfMemory(i32),
     #[error("the function's container stopped: {0}")]
-    Crashed(String),
+    Crashed(Crash),
+    #[error("the function's response is larger than the limit of {0} bytes")]
+    ResponseTooLarge(usize),
     #[error("the handler could not be loaded: {kind}: {message}")]
     Load { kind: String, message: String },
     #[error(transparent)]
     Platform(#[from] anyhow::Error),
+}
+
+/// Why a container stopped, for the caller, and what it printed, for the
+/// function's owner only.
+///
+/// A container serves many calls one after another, so its output can hold
+/// what an earlier caller's call printed: it goes into the crashed call's
+/// record (its owner's logs), never into the caller's error.
+#[derive(Debug, Default)]
+pub struct Crash {
+    /// Exit code, signal, or "gone": safe to show any caller.
+    pub reason: String,
+    /// The container's last output lines.
+    pub output: Option<String>,
+}
+
+impl std::fmt::Display for Crash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<&str> for Crash {
+    fn from(reason: &str) -> Self {
+        Self {
+            reason: reason.to_string(),
+            output: None,
+        }
+    }
 }

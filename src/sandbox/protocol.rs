@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::UnixStream;
@@ -28,6 +28,18 @@ pub const HEADER_RESULT_LENGTH: &str = "x-ol-result-length";
 pub const HEADER_STATUS: &str = "x-ol-status";
 /// Reply header: the protocol version the runtime server speaks.
 pub const HEADER_PROTOCOL: &str = "x-ol-protocol";
+
+/// What a call may print on top of its result: the runtime servers keep
+/// 64 KiB and add a short note when they cut it.
+pub const OUTPUT_ALLOWANCE: usize = 64 * 1024 + 1024;
+
+/// A reply whose result is larger than the manager accepts
+/// (`OL_MAX_RESPONSE_BYTES`). Nothing past the limit was read.
+#[derive(Debug, thiserror::Error)]
+#[error("the reply is larger than the limit of {limit} bytes")]
+pub struct TooLarge {
+    pub limit: usize,
+}
 
 /// `POST /load`: makes a (possibly generic) container a function's.
 #[derive(Debug, Serialize)]
@@ -153,12 +165,18 @@ fn is_transport_header(name: &str) -> bool {
 /// the runtime servers answer with `Connection: close` semantics (HTTP/1.0
 /// in Python), and a fresh connection never carries a stale reply. Servers
 /// handle requests concurrently (a thread or an event loop per request).
+///
+/// The reply is untrusted (the handler runs in the same process as the
+/// runtime server): at most `limit` bytes of result and
+/// [`OUTPUT_ALLOWANCE`] of output are ever read ([`TooLarge`] past that),
+/// and framing that is missing, repeated or out of range is refused.
 pub async fn request(
     socket: &Path,
     method: &str,
     path: &str,
     meta_length: Option<usize>,
     body: Bytes,
+    limit: usize,
 ) -> anyhow::Result<Reply> {
     let stream = UnixStream::connect(socket)
         .await
@@ -178,39 +196,114 @@ pub async fn request(
     let response = sender.send_request(request.body(Full::new(body))?).await?;
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    let number = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-    };
-    let result_len = number(HEADER_RESULT_LENGTH);
-    let protocol = number(HEADER_PROTOCOL).and_then(|v| u32::try_from(v).ok());
-    let raised = parts.headers.contains_key(HEADER_STATUS);
+    let framing = Framing::read(&parts.headers)?;
+    let most = limit.saturating_add(OUTPUT_ALLOWANCE);
+    // A declared length past the limit is refused before a byte is read.
+    if framing.content_length.is_some_and(|n| n > most)
+        || framing.result_length.is_some_and(|n| n > limit)
+    {
+        return Err(TooLarge { limit }.into());
+    }
     let headers = parts
         .headers
         .iter()
         .filter(|(name, _)| !is_transport_header(name.as_str()))
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
-    let mut body = body.collect().await?.to_bytes();
+    let mut body = match Limited::new(body, most).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(TooLarge { limit }.into())
+        }
+        Err(e) => return Err(anyhow!("reading the runtime's reply: {e}")),
+    };
     // The call's output follows the result.
-    let output = match result_len {
+    let output = match framing.result_length {
+        Some(n) if n > body.len() => {
+            return Err(anyhow!(
+                "the runtime's reply says its result is {n} bytes but the body holds {}",
+                body.len()
+            ))
+        }
         Some(n) if n < body.len() => {
             let output = body.split_off(n);
             Some(String::from_utf8_lossy(&output).into_owned())
         }
         _ => None,
     };
+    if body.len() > limit {
+        return Err(TooLarge { limit }.into());
+    }
     Ok(Reply {
         status,
         headers,
         body,
         output,
-        raised,
-        protocol,
+        raised: framing.raised,
+        protocol: framing.protocol,
     })
+}
+
+/// The runtime's own reply headers. Each `X-Ol-*` may appear once: a repeat
+/// means a handler's header got through next to the runtime's, and the
+/// reply cannot be read safely.
+#[derive(Debug, Default, PartialEq)]
+struct Framing {
+    content_length: Option<usize>,
+    result_length: Option<usize>,
+    raised: bool,
+    protocol: Option<u32>,
+}
+
+impl Framing {
+    fn read(headers: &hyper::HeaderMap) -> anyhow::Result<Self> {
+        let one = |name: &str| -> anyhow::Result<Option<&str>> {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err(anyhow!(
+                    "the runtime's reply repeats {name}; a handler may not set it"
+                ));
+            }
+            first
+                .map(|v| {
+                    v.to_str()
+                        .map_err(|_| anyhow!("the runtime's reply has a bad {name}"))
+                })
+                .transpose()
+        };
+        let number = |name: &str| -> anyhow::Result<Option<usize>> {
+            one(name)?
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| anyhow!("the runtime's reply has a bad {name}: {v:?}"))
+                })
+                .transpose()
+        };
+        // hyper has checked the body's framing; a repeated, equal
+        // Content-Length (a WSGI app's next to the server's) is fine here,
+        // where it only serves to refuse a large reply before reading it.
+        let content_length = headers
+            .get_all(hyper::header::CONTENT_LENGTH)
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.trim().parse::<usize>().ok())
+            .max();
+        Ok(Self {
+            content_length,
+            result_length: number(HEADER_RESULT_LENGTH)?,
+            raised: match one(HEADER_STATUS)? {
+                None => false,
+                Some("error") => true,
+                Some(other) => {
+                    return Err(anyhow!(
+                        "the runtime's reply has {HEADER_STATUS}: {other:?}"
+                    ))
+                }
+            },
+            protocol: number(HEADER_PROTOCOL)?.and_then(|v| u32::try_from(v).ok()),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +351,112 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("ol images"), "{e}");
         assert!(reply(None).check_protocol().is_err());
+    }
+
+    /// Serves one connection on a fresh socket: reads the request head and
+    /// answers with `head`, then `chunks` chunks of 64 KiB (chunked
+    /// encoding) until the client hangs up. Returns the socket and how many
+    /// chunks were written.
+    async fn serve_once(
+        head: &'static str,
+        chunks: usize,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        tokio::task::JoinHandle<usize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return 0;
+            }
+            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+            let mut sent = 0;
+            while sent < chunks && stream.write_all(chunk.as_bytes()).await.is_ok() {
+                sent += 1;
+            }
+            let _ = stream.write_all(b"0\r\n\r\n").await;
+            sent
+        });
+        (dir, path, task)
+    }
+
+    /// One exchange with a server answering `head` and `chunks` chunks,
+    /// the manager accepting 1 MiB; also how many chunks the server wrote.
+    async fn exchange(head: &'static str, chunks: usize) -> (anyhow::Result<Reply>, usize) {
+        let (_dir, socket, server) = serve_once(head, chunks).await;
+        let reply = request(&socket, "POST", "/invoke", None, Bytes::new(), 1 << 20).await;
+        (reply, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_streamed_reply_is_cut_at_the_limit() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Ol-Protocol: 1\r\n\r\n";
+        // 100 MiB offered, 1 MiB accepted.
+        let (reply, sent) = exchange(head, 1600).await;
+        let e = reply.unwrap_err();
+        assert!(e.is::<TooLarge>(), "{e:#}");
+        assert!(sent < 1600, "the manager read all {sent} chunks");
+        // A reply within the limit is read whole.
+        let (reply, _) = exchange(head, 2).await;
+        assert_eq!(reply.unwrap().body.len(), 2 * 0x10000);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_past_the_limit_is_refused_unread() {
+        for head in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Ol-Result-Length: 104857600\r\n\r\n",
+        ] {
+            let e = exchange(head, 0).await.0.unwrap_err();
+            assert!(e.is::<TooLarge>(), "{head:?}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn repeated_or_bad_framing_is_refused() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = hyper::HeaderMap::new();
+            for (k, v) in pairs {
+                map.append(*k, hyper::header::HeaderValue::from_static(v));
+            }
+            map
+        };
+        let ok = Framing::read(&headers(&[
+            ("x-ol-result-length", "3"),
+            ("x-ol-protocol", "1"),
+            ("x-ol-status", "error"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ok,
+            Framing {
+                content_length: None,
+                result_length: Some(3),
+                raised: true,
+                protocol: Some(1)
+            }
+        );
+        let twice = Framing::read(&headers(&[
+            ("content-length", "5"),
+            ("content-length", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(twice.content_length, Some(5));
+        for bad in [
+            &[("x-ol-result-length", "0"), ("x-ol-result-length", "3")][..],
+            &[("x-ol-status", "error"), ("x-ol-status", "error")],
+            &[("x-ol-status", "fine")],
+            &[("x-ol-result-length", "-1")],
+        ] {
+            assert!(Framing::read(&headers(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

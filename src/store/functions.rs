@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use sqlx::{PgExecutor, Postgres, Transaction};
 
 use crate::function::FunctionSpec;
-use crate::manifest::{Manifest, Runtime};
+use crate::manifest::{Manifest, Network, Runtime};
 
 /// A deployed function, as stored (the row; the call path uses
 /// [`FunctionSpec`]).
@@ -30,6 +30,10 @@ pub struct Function {
     pub max_concurrency: i32,
     /// Package cache directories of its code version, e.g. `six-1.16.0`.
     pub packages: Vec<String>,
+    /// `internet` or `none`.
+    pub network: String,
+    /// Its `/tmp`, in MiB.
+    pub tmp_mb: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -40,6 +44,7 @@ macro_rules! select_functions {
         concat!(
             "SELECT f.name, f.version, f.runtime, f.handler, f.memory_mb, f.timeout_ms, ",
             "f.environment, f.http_methods, f.concurrency, f.max_concurrency, c.packages, ",
+            "f.network, f.tmp_mb, ",
             "f.created_at, f.updated_at ",
             "FROM functions f JOIN code_versions c ON c.sha256 = f.version ",
             $tail
@@ -56,6 +61,8 @@ impl TryFrom<Function> for FunctionSpec {
         Ok(FunctionSpec {
             runtime: Runtime::parse(&f.runtime)
                 .map_err(|e| format!("stored function {}: {e}", f.name))?,
+            network: Network::parse(&f.network)
+                .map_err(|e| format!("stored function {}: {e}", f.name))?,
             name: f.name,
             version: f.version,
             handler: f.handler,
@@ -66,6 +73,7 @@ impl TryFrom<Function> for FunctionSpec {
             concurrency: f.concurrency,
             max_concurrency: f.max_concurrency,
             packages: f.packages,
+            tmp_mb: f.tmp_mb,
         })
     }
 }
@@ -93,14 +101,16 @@ pub async fn deploy(
 
     let row: (bool,) = sqlx::query_as(
         "INSERT INTO functions (name, version, runtime, handler, memory_mb, timeout_ms, \
-                                environment, http_methods, concurrency, max_concurrency) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                                environment, http_methods, concurrency, max_concurrency, \
+                                network, tmp_mb) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (name) DO UPDATE SET \
             version = EXCLUDED.version, runtime = EXCLUDED.runtime, \
             handler = EXCLUDED.handler, memory_mb = EXCLUDED.memory_mb, \
             timeout_ms = EXCLUDED.timeout_ms, environment = EXCLUDED.environment, \
             http_methods = EXCLUDED.http_methods, concurrency = EXCLUDED.concurrency, \
-            max_concurrency = EXCLUDED.max_concurrency, updated_at = now() \
+            max_concurrency = EXCLUDED.max_concurrency, network = EXCLUDED.network, \
+            tmp_mb = EXCLUDED.tmp_mb, updated_at = now() \
          RETURNING (xmax = 0)",
     )
     .bind(name)
@@ -113,6 +123,8 @@ pub async fn deploy(
     .bind(&manifest.http_methods)
     .bind(manifest.concurrency as i32)
     .bind(manifest.max_concurrency as i32)
+    .bind(manifest.network.as_str())
+    .bind(manifest.tmp_mb as i32)
     .fetch_one(&mut **tx)
     .await?;
     sqlx::query("INSERT INTO function_versions (function, version) VALUES ($1, $2)")

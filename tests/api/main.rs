@@ -15,4 +15,5 @@ mod process;
 mod records;
 mod runtimes;
 mod security_packages;
+mod security_sandbox;
 mod upload;
