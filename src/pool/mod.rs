@@ -20,10 +20,14 @@
 //! every change goes through `Inner::update`, which then removes what the
 //! change retired and starts what queued calls are owed.
 //!
+//! Containers that die or vanish leave the pool as soon as the engine says
+//! so (`follow`): a call is never handed a dead container it could know of.
+//!
 //! The pool drives containers only through [`Engine`]: Docker in the
 //! manager, the in-memory fake in this module's unit tests (`tests.rs`).
 
 mod entry;
+mod follow;
 mod prewarm;
 mod state;
 #[cfg(test)]
@@ -154,6 +158,7 @@ impl Pool {
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
         tokio::spawn(prewarm::fill(Arc::downgrade(&inner)));
+        tokio::spawn(follow::follow(Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -166,6 +171,7 @@ impl Pool {
         let inner = &self.inner;
         let queued = Instant::now();
         let deadline = queued + inner.settings.queue_timeout;
+        let mut specialise_retried = false;
         loop {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(AcquireError::ShuttingDown);
@@ -210,7 +216,15 @@ impl Pool {
                         }
                         Err(e) => {
                             inner.update(|state| state.forget_specialising(&generic, function));
-                            return Err(e.into());
+                            // Broken code fails the same in any container;
+                            // anything else was this container's trouble
+                            // (it died, the engine refused): try another, once.
+                            if matches!(e, Failure::Load { .. }) || specialise_retried {
+                                return Err(e.into());
+                            }
+                            tracing::warn!(function = %function.name, sandbox = %generic.id, error = %e,
+                                "specialising a prewarmed container failed; trying another container");
+                            specialise_retried = true;
                         }
                     }
                 }

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use super::cgroup::MemoryPeak;
-use super::engine::{Engine, EngineFuture};
+use super::engine::{self, Engine, EngineFuture, EventStream};
 use super::layout::{self, container_name, link_tree, prepare_dir};
 use super::protocol::{self, error_parts, request, LoadSpec, Payload, Reply};
 use super::{Failure, Kind, Sandbox};
@@ -268,6 +268,10 @@ impl Sandboxes {
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(Failure::Timeout(timeout)),
             Ok(Ok(reply)) => Ok(reply),
+            // Nothing was sent: the caller may try a fresh container.
+            Ok(Err(e)) if engine::never_reached(&e) => {
+                Err(Failure::Platform(e.context(engine::Unreached)))
+            }
             Ok(Err(e)) => Err(self.diagnose(sandbox, e).await),
         }
     }
@@ -394,6 +398,14 @@ impl Engine for Sandboxes {
 
     fn remove<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, ()> {
         Box::pin(Sandboxes::remove(self, sandbox))
+    }
+
+    fn events(&self) -> EngineFuture<'_, anyhow::Result<EventStream>> {
+        Box::pin(async move { Ok(self.gone_events()) })
+    }
+
+    fn running(&self) -> EngineFuture<'_, anyhow::Result<std::collections::HashSet<String>>> {
+        Box::pin(self.running_sandboxes())
     }
 
     /// Names the container after its function, off the call path.
