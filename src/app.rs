@@ -1,7 +1,7 @@
 //! Wiring: builds every part from the settings and runs the HTTP server.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,20 +117,49 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, lets calls in flight finish, then
-    /// removes every container this manager started.
+    /// Serves until `shutdown` resolves; then takes no new calls (503),
+    /// lets calls in flight finish until the stop deadline
+    /// (`OL_SHUTDOWN_TIMEOUT_S`), ends those still running (503, "the
+    /// manager stopped"), flushes records and removes every container this
+    /// manager started.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = crate::api::router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "openlambda manager listening");
-        let served = axum::serve(
+        let pool = self.state.pool.clone();
+        let (stopping, stop_began) = tokio::sync::oneshot::channel();
+        let stop = async move {
+            shutdown.await;
+            pool.close();
+            let _ = stopping.send(());
+        };
+        let serve = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(stop)
+        .into_future();
+        tokio::pin!(serve);
+        let limit = self.state.settings.shutdown_timeout;
+        let deadline = async move {
+            match stop_began.await {
+                Ok(()) => tokio::time::sleep(limit).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let served = tokio::select! {
+            served = &mut serve => served,
+            () = deadline => {
+                tracing::warn!(timeout = ?limit, "stop deadline passed; ending the calls still running");
+                self.state.pool.stop_calls();
+                // They end at once now; give their answers a moment to go out.
+                tokio::time::timeout(Duration::from_secs(5), serve)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        };
         self.state.pool.shutdown().await;
         // Records reach Postgres before the manager stops; if it is away,
         // they wait in the journal for the next start.

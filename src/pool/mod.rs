@@ -31,7 +31,7 @@ mod follow;
 mod prewarm;
 mod state;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::config::PoolSettings;
 use crate::function::FunctionSpec;
@@ -60,7 +60,12 @@ pub enum AcquireError {
         "the function needs {needed} MB but the pool has {budget} MB in all (OL_POOL_MEMORY_MB)"
     )]
     TooLarge { needed: u64, budget: u64 },
-    #[error("the manager is shutting down")]
+    /// New calls once a stop began, and calls still running at its
+    /// deadline.
+    #[error(
+        "the manager stopped: it takes no new calls while it shuts down, and ends calls \
+         still running at its stop deadline (OL_SHUTDOWN_TIMEOUT_S); retry in a moment"
+    )]
     ShuttingDown,
     #[error(transparent)]
     Start(#[from] Failure),
@@ -79,6 +84,8 @@ struct Inner {
     state: Mutex<State>,
     /// Set once on shutdown: no new containers, leases end by removal.
     closed: AtomicBool,
+    /// Set once the stop deadline passed: calls still running end now.
+    stop: watch::Sender<bool>,
     /// Wakes the prewarm filler.
     refill: Notify,
 }
@@ -154,6 +161,7 @@ impl Pool {
             state: Mutex::new(State::new(settings.memory_budget_mb)),
             settings,
             closed: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
             refill: Notify::new(),
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
@@ -301,11 +309,33 @@ impl Pool {
         false
     }
 
-    /// Removes every container (graceful stop), including those still being
-    /// created when it began. New calls are refused.
-    pub async fn shutdown(&self) {
+    /// Begins a stop: new calls and queued ones are refused
+    /// ([`AcquireError::ShuttingDown`]); calls holding a container go on.
+    pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.refill.notify_waiters();
+        // Queued calls wake, see the pool closed and leave.
+        self.inner.update(|state| state.drop_waiters());
+    }
+
+    /// The stop deadline passed: calls still running end now
+    /// ([`Pool::stopped`] resolves).
+    pub fn stop_calls(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Resolves once [`Pool::stop_calls`] was called: a running call
+    /// selects on it to end at the stop deadline.
+    pub async fn stopped(&self) {
+        let mut stop = self.inner.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Removes every container (graceful stop), including those still being
+    /// created when it began. New calls are refused, running ones ended.
+    pub async fn shutdown(&self) {
+        self.close();
+        self.stop_calls();
         let deadline = Instant::now() + self.inner.settings.start_timeout;
         let mut count = 0;
         loop {

@@ -754,12 +754,19 @@ impl State {
         s
     }
 
+    /// Queued calls are let go (a stop began): each wakes with no grant.
+    pub fn drop_waiters(&mut self) {
+        for f in self.functions.values_mut() {
+            f.waiters.clear();
+        }
+    }
+
     /// Takes every container out (shutdown); queued calls are dropped.
     pub fn drain(&mut self) -> Vec<Arc<Sandbox>> {
         let mut all = self.take_retired();
+        self.drop_waiters();
         let mut taken = Vec::new();
         for f in self.functions.values_mut() {
-            f.waiters.clear();
             taken.extend(f.entries.drain(..).map(|w| w.sandbox));
         }
         taken.extend(self.prewarmed.drain(..).map(|p| p.sandbox));

@@ -100,7 +100,15 @@ impl Sandboxes {
             memory_mb,
             memory_peak: MemoryPeak::default(),
         };
-        match self.create_container(&mut sandbox, runtime).await {
+        let mut created = self.create_container(&mut sandbox, runtime).await;
+        if created.as_ref().is_err_and(super::events::network_missing)
+            && self.ensure_network().await.is_ok()
+        {
+            // Removed behind the manager's back (an engine reset): made again.
+            tracing::warn!(network = %self.settings.network, "the function network was gone; created it again");
+            created = self.create_container(&mut sandbox, runtime).await;
+        }
+        match created {
             Ok(()) => Ok(sandbox),
             Err(e) => {
                 self.remove(&sandbox).await;

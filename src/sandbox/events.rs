@@ -1,6 +1,8 @@
 //! The Docker side of [`Engine::events`] and [`Engine::running`]: the
 //! engine's event stream filtered to this instance's containers, and the
-//! list to rebuild from when that stream was lost.
+//! list to rebuild from when that stream was lost; and how a create that
+//! failed for want of the function network (removed behind the manager's
+//! back) is recognised, so it is made again.
 //!
 //! [`Engine::events`]: super::Engine::events
 //! [`Engine::running`]: super::Engine::running
@@ -13,6 +15,7 @@ use futures_util::StreamExt;
 
 use super::docker::Sandboxes;
 use super::engine::{EngineEvent, EventStream};
+use super::Failure;
 use crate::labels::{LABEL_INSTANCE, LABEL_SANDBOX};
 
 /// Container actions after which it never answers again.
@@ -70,4 +73,19 @@ impl Sandboxes {
             .filter_map(|c| c.labels?.remove(LABEL_SANDBOX))
             .collect())
     }
+}
+
+/// Whether a container create failed because the function network does
+/// not exist (the engine answers 404 naming the network).
+pub(super) fn network_missing(failure: &Failure) -> bool {
+    let Failure::Platform(error) = failure else {
+        return false;
+    };
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<bollard::errors::Error>(),
+            Some(bollard::errors::Error::DockerResponseServerError { status_code: 404, message })
+                if message.contains("network")
+        )
+    })
 }
