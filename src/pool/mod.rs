@@ -36,7 +36,7 @@ pub(crate) mod testing;
 mod tests;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ struct Inner {
     closed: AtomicBool,
     /// Set once the stop deadline passed: calls still running end now.
     stop: watch::Sender<bool>,
+    /// Removals running in their own tasks: a shutdown waits for them.
+    removing: AtomicUsize,
     /// Wakes the prewarm filler.
     refill: Notify,
 }
@@ -162,6 +164,7 @@ impl Pool {
             settings,
             closed: AtomicBool::new(false),
             stop: watch::Sender::new(false),
+            removing: AtomicUsize::new(0),
             refill: Notify::new(),
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
@@ -345,7 +348,8 @@ impl Pool {
             };
             count += all.len();
             futures_util::future::join_all(all.iter().map(|s| self.inner.engine.remove(s))).await;
-            if creating == 0 || Instant::now() >= deadline {
+            let removing = self.inner.removing.load(Ordering::Acquire);
+            if (creating == 0 && removing == 0) || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -366,9 +370,11 @@ impl Inner {
 
     fn remove_later(self: &Arc<Self>, sandbox: Arc<Sandbox>) {
         let inner = self.clone();
+        inner.removing.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             tracing::debug!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, "-> removing");
             inner.engine.remove(&sandbox).await;
+            inner.removing.fetch_sub(1, Ordering::AcqRel);
         });
     }
 

@@ -104,8 +104,13 @@ impl Sandboxes {
         if created.as_ref().is_err_and(super::events::network_missing)
             && self.ensure_network().await.is_ok()
         {
-            // Removed behind the manager's back (an engine reset): made again.
+            // Removed behind the manager's back (an engine reset): made
+            // again; the container made without it goes first (its name).
             tracing::warn!(network = %self.settings.network, "the function network was gone; created it again");
+            if !sandbox.container_id.is_empty() {
+                self.remove_container(&std::mem::take(&mut sandbox.container_id))
+                    .await;
+            }
             created = self.create_container(&mut sandbox, runtime).await;
         }
         match created {

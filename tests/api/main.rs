@@ -9,6 +9,7 @@ mod dashboard;
 mod helpers;
 mod invoke;
 mod pool;
+mod pool_faults;
 mod process;
 mod records;
 mod runtimes;
