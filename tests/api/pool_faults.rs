@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::helpers::{eventually, json, spawn_app_with, ECHO};
-use crate::process::ServeEnv;
+use crate::process::{comes_up, ServeEnv};
 
 /// Sleeps for `event` seconds when it is a number, then answers it.
 const SLEEPER: &str = "import time\ndef f(event):\n    time.sleep(event)\n    return event\n";
@@ -48,14 +48,7 @@ async fn steady(url: String, health: String, stop: Arc<AtomicBool>, limit: usize
                 .push((r.status().as_u16(), r.text().await.unwrap_or_default())),
             Err(_) => {
                 seen.broken += 1;
-                let up = eventually(Duration::from_secs(60), || async {
-                    http.get(&health)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status() == 200)
-                })
-                .await;
-                assert!(up, "the manager came back");
+                assert!(comes_up(&http, &health).await, "the manager came back");
             }
         }
     }
