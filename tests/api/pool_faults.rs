@@ -344,3 +344,41 @@ async fn a_stop_lets_calls_finish_until_its_deadline_then_ends_them() {
         "containers removed"
     );
 }
+
+/// Removes its container's runtime socket when asked: the container stays
+/// up, but nothing can reach its runtime server any more.
+const UNREACHABLE: &str = "import os\ndef f(event):\n    if event == 'unlink':\n        os.unlink('/host/ol.sock')\n    return event\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_cannot_reach_its_container_runs_on_a_fresh_one_unbilled() {
+    let app = spawn_app_with(|_| {}).await;
+    app.deploy_ok("cut", &[("f.py", UNREACHABLE)]).await;
+    assert_eq!(app.run("cut", "\"unlink\"").await.status(), 200);
+    let first = app.pool.containers("cut");
+    assert_eq!(first.len(), 1);
+    // The idle container is alive (no event), so the pool hands it out;
+    // the connection fails before anything is sent.
+    let response = app.run("cut", "\"again\"").await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let now = app.pool.containers("cut");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(
+        now[0].sandbox, first[0].sandbox,
+        "served by a fresh container"
+    );
+    app.flush().await;
+    let rows: Vec<(String, bool, bool)> =
+        sqlx::query_as("SELECT status, billed, cold FROM invocations ORDER BY started_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("success".to_string(), true, true),
+            ("success".to_string(), true, true)
+        ],
+        "one record per call, the retried one as the fresh container's cold start"
+    );
+    app.stop().await;
+}
