@@ -289,7 +289,7 @@ async fn a_manager_sigkilled_under_load_loses_and_doubles_no_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_lets_calls_finish_until_its_deadline_then_ends_them() {
-    let app = spawn_app_with(|s| s.shutdown_timeout = Duration::from_secs(3)).await;
+    let app = spawn_app_with(|s| s.shutdown_timeout = Duration::from_secs(8)).await;
     app.deploy_ok("slow", &[("f.py", SLEEPER)]).await;
     // Warm both containers first, so the stop finds the calls running.
     let warm = crate::helpers::concurrent_runs(&app, "slow", "0", 2).await;
@@ -302,8 +302,11 @@ async fn a_stop_lets_calls_finish_until_its_deadline_then_ends_them() {
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
-    let quick = call("1");
+    // The long call first; the quick one (well inside the deadline) once
+    // the long one runs, so that both are running when the stop begins.
     let long = call("30");
+    assert!(crate::helpers::busy(&app, 1).await, "the long call running");
+    let quick = call("3");
     assert!(crate::helpers::busy(&app, 2).await, "both calls running");
     // Kept past the manager's stop: the database goes with the last holder.
     let scratch = app.data_dir.clone();
