@@ -183,3 +183,33 @@ pub async fn specialise(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    fn failed(kind: ErrorKind) -> anyhow::Error {
+        anyhow::Error::new(Error::from(kind)).context("connecting to /host/ol.sock")
+    }
+
+    #[test]
+    fn only_a_failed_connect_is_never_reached() {
+        assert!(never_reached(&failed(ErrorKind::ConnectionRefused)));
+        assert!(never_reached(&failed(ErrorKind::NotFound)));
+        // Once connected, the handler may have run.
+        assert!(!never_reached(&failed(ErrorKind::ConnectionReset)));
+        assert!(!never_reached(&failed(ErrorKind::BrokenPipe)));
+        assert!(!never_reached(&failed(ErrorKind::UnexpectedEof)));
+    }
+
+    #[test]
+    fn an_unreached_call_is_told_apart_from_other_platform_failures() {
+        let marked = Failure::Platform(failed(ErrorKind::ConnectionRefused).context(Unreached));
+        assert!(unreached(&marked));
+        assert!(!unreached(&Failure::Platform(failed(
+            ErrorKind::ConnectionRefused
+        ))));
+        assert!(!unreached(&Failure::Crashed("gone".into())));
+    }
+}

@@ -89,3 +89,27 @@ pub(super) fn network_missing(failure: &Failure) -> bool {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine_error(status_code: u16, message: &str) -> Failure {
+        let e = bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        };
+        Failure::Platform(anyhow::Error::new(e).context("starting the function container"))
+    }
+
+    #[test]
+    fn only_a_missing_network_is_recognised() {
+        assert!(network_missing(&engine_error(
+            404,
+            "network openlambda not found"
+        )));
+        assert!(!network_missing(&engine_error(404, "No such image: x")));
+        assert!(!network_missing(&engine_error(500, "network is ambiguous")));
+        assert!(!network_missing(&Failure::Crashed("network".into())));
+    }
+}
