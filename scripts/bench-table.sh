@@ -30,6 +30,9 @@ rows=(
     'burst|mean ratio platform / ideal|≤ 1.3|"**\(.mean_ratio * 100 | round / 100)**"'
     'burst|errors; all clients served once (s)|0; ≤ 3|"**\(.platform.errors); \(.platform.all_served_once_s * 100 | round / 100)**"'
     'writer|records/s: journal + writer / batches of 1000 / one insert each|batched ≥ 20 000|"\(.journaled_per_s | round) / **\(.batched_per_s | round)** / \(.single_per_s | round)"'
+    'soak|calls (answered as their kind should be) in s; redeploys meanwhile||"\(.calls) (\(.expected)) in \(.seconds | round) s; \(.redeploys)"'
+    'soak|platform 5xx / lost records / double records|0 / 0 / 0|"**\(.platform_5xx) / \(.lost_records) / \(.double_records)**"'
+    'soak|manager RSS before / after (MB)|flat (≤ +64)|"\(.rss_before_mb * 10 | round / 10) / \(.rss_after_mb * 10 | round / 10)"'
 )
 
 header="| scenario | measure |"

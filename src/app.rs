@@ -147,8 +147,11 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, lets calls in flight finish, then
-    /// removes every container this manager started.
+    /// Serves until `shutdown` resolves; then takes no new calls (503),
+    /// lets calls in flight finish until the stop deadline
+    /// (`OL_SHUTDOWN_TIMEOUT_S`), ends those still running (503, "the
+    /// manager stopped"), flushes records and removes every container this
+    /// manager started.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -183,11 +186,33 @@ impl Application {
             limits,
             stopped(&stop),
         );
+        // A stop closes the pool (new calls get a 503), then the listeners;
+        // calls in flight may finish until the deadline, and are then ended.
+        let mut began = stop.subscribe();
+        let pool = self.state.pool.clone();
         let signal = async move {
             shutdown.await;
+            pool.close();
             let _ = stop.send(());
         };
-        tokio::join!(management, functions, signal);
+        let limit = settings.shutdown_timeout;
+        let deadline = async move {
+            match began.recv().await {
+                Ok(()) => tokio::time::sleep(limit).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let served = async { tokio::join!(management, functions, signal) };
+        tokio::pin!(served);
+        tokio::select! {
+            _ = &mut served => {}
+            () = deadline => {
+                tracing::warn!(timeout = ?limit, "stop deadline passed; ending the calls still running");
+                self.state.pool.stop_calls();
+                // They end at once now; give their answers a moment to go out.
+                let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+            }
+        }
         self.state.pool.shutdown().await;
         // Records reach Postgres before the manager stops; if it is away,
         // they wait in the journal for the next start.

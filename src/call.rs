@@ -1,5 +1,7 @@
 //! One call, end to end: lease a container, send the event, meter the call.
 
+mod attempt;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,35 +158,25 @@ async fn run(
     let queued = Instant::now();
     let timeout = Duration::from_millis(function.timeout_ms as u64);
 
-    let lease = match state.catalog.code_dir(function).await {
-        Err(e) => Err(AcquireError::Start(Failure::Platform(e))),
-        Ok(code) => state.pool.acquire(function, &code).await,
-    };
-    let waited = queued.elapsed();
-    let mut peak_mb = None;
-    let (outcome, duration, init, cold) = match lease {
-        Err(e) => (Outcome::NotStarted(e), Duration::ZERO, None, false),
-        Ok(lease) => {
-            let init = lease.init;
-            let cold = lease.cold();
-            let sandbox = lease.sandbox();
-            sandbox.memory_peak.reset();
-            let began = Instant::now();
-            let result = state.sandboxes.invoke(sandbox, payload, timeout).await;
-            let duration = began.elapsed();
-            peak_mb = sandbox.memory_peak.read_mb();
-            let outcome = match result {
-                Ok(reply) => Outcome::Handled(reply),
-                Err(failure) => {
-                    // Its work must not go on, and the next call needs a
-                    // fresh container.
-                    lease.discard();
-                    Outcome::Failed(failure)
-                }
+    let ran = match state.catalog.code_dir(function).await {
+        Err(e) => attempt::Ran::not_started(AcquireError::Start(Failure::Platform(e))),
+        Ok(code) => {
+            let sandboxes = state.sandboxes.clone();
+            let send: &attempt::Send = &move |sandbox, payload| {
+                let sandboxes = sandboxes.clone();
+                Box::pin(async move { sandboxes.invoke(sandbox, payload, timeout).await })
             };
-            (outcome, duration, init, cold)
+            attempt::attempt(&state.pool, function, &code, payload, send).await
         }
     };
+    let waited = queued.elapsed().saturating_sub(ran.duration);
+    let attempt::Ran {
+        outcome,
+        duration,
+        init,
+        cold,
+        peak_mb,
+    } = ran;
     let wait = waited.saturating_sub(init.unwrap_or_default());
     tracing::debug!(%request_id, function = %function.name, wait_ms = wait.as_millis() as u64,
         duration_ms = duration.as_millis() as u64, cold, "call done");

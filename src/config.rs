@@ -71,6 +71,9 @@ pub struct Settings {
     pub billing: BillingSettings,
     /// Days a call's output is kept (`OL_LOG_RETENTION_DAYS`).
     pub log_retention_days: i64,
+    /// On a stop, how long calls in flight may run on before they are
+    /// ended (`OL_SHUTDOWN_TIMEOUT_S`).
+    pub shutdown_timeout: Duration,
     /// Package builds: deadline, parallelism; uploads: entry bound.
     pub packages: PackageSettings,
 }
@@ -271,6 +274,7 @@ impl Settings {
                 bill_init: parse_or(&get, "OL_BILLING_BILL_INIT", billing_defaults.bill_init)?,
             },
             log_retention_days: parse_or(&get, "OL_LOG_RETENTION_DAYS", 7)?,
+            shutdown_timeout: Duration::from_secs(parse_or(&get, "OL_SHUTDOWN_TIMEOUT_S", 30)?),
             packages: PackageSettings {
                 timeout: Duration::from_secs(
                     positive(parse_or(&get, "OL_PACKAGES_TIMEOUT_S", 300)?)

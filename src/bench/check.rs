@@ -102,8 +102,29 @@ pub fn checks(report: &Report, quick: bool) -> Vec<Check> {
             ));
         }
     }
+    if let Some(s) = &report.soak {
+        out.push(at_most("soak", "platform 5xx", s.platform_5xx as f64, 0.0));
+        out.push(at_most("soak", "lost records", s.lost_records as f64, 0.0));
+        out.push(at_most(
+            "soak",
+            "double records",
+            s.double_records as f64,
+            0.0,
+        ));
+        // Flat: what a leak of one allocation per call would break (a few
+        // hundred bytes times the calls), with room for the allocator.
+        out.push(at_most(
+            "soak",
+            "RSS growth (MB)",
+            s.rss_after_mb - s.rss_before_mb,
+            SOAK_RSS_GROWTH_MB,
+        ));
+    }
     out
 }
+
+/// How much the manager's memory may grow over a soak.
+const SOAK_RSS_GROWTH_MB: f64 = 64.0;
 
 /// Prints each check and the closing `bench check: N passed, M failed` line
 /// (which `scripts/test.sh` sums); returns the number failed.

@@ -6,7 +6,10 @@
 //!   against the same with prewarming off, against `docker run`;
 //! - burst: the paper's experiment, N outstanding calls of a 200 ms handler
 //!   for a while, starting with no container for the function, against a
-//!   plain local server that sleeps 200 ms per request (the ideal).
+//!   plain local server that sleeps 200 ms per request (the ideal);
+//! - soak: many calls mixing warm, cold, handler errors, timeouts, OOM
+//!   kills, unknown names and redeploys: platform 5xx, lost or double
+//!   records, and the manager's memory before and after.
 //!
 //! Each scenario runs its own manager in this process (own database, data
 //! directory and instance label) and removes it afterwards.
@@ -14,6 +17,7 @@
 mod check;
 mod harness;
 mod scenarios;
+mod soak;
 
 use std::time::Duration;
 
@@ -24,8 +28,12 @@ use serde::Serialize;
 /// Options of `ol bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchOptions {
-    /// Scenarios to run, comma-separated: warm, cold, burst, writer.
-    #[arg(long, default_value = "warm,cold,burst,writer", value_delimiter = ',')]
+    /// Scenarios to run, comma-separated: warm, cold, burst, writer, soak.
+    #[arg(
+        long,
+        default_value = "warm,cold,burst,writer,soak",
+        value_delimiter = ','
+    )]
     pub only: Vec<String>,
     /// Calls per path in the warm scenario.
     #[arg(long, default_value_t = 2000)]
@@ -45,6 +53,9 @@ pub struct BenchOptions {
     /// Records in the writer scenario.
     #[arg(long, default_value_t = 50_000)]
     pub writer_records: usize,
+    /// Calls in the soak scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub soak_calls: usize,
     /// Also write the JSON report to this file (`scripts/bench-table.sh`
     /// turns it into README's table).
     #[arg(long)]
@@ -67,6 +78,7 @@ impl BenchOptions {
         self.burst_secs = 5;
         self.burst_handler_ms = 200;
         self.writer_records = 5_000;
+        self.soak_calls = 500;
         self
     }
 }
@@ -117,6 +129,8 @@ pub struct Report {
     pub burst: Option<scenarios::Burst>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer: Option<scenarios::Writer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<soak::Soak>,
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
@@ -137,7 +151,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "cold" => report.cold = Some(scenarios::cold(&env, &options).await?),
             "burst" => report.burst = Some(scenarios::burst(&env, &options).await?),
             "writer" => report.writer = Some(scenarios::writer(&env, &options).await?),
-            other => anyhow::bail!("unknown scenario {other:?}; use warm, cold, burst or writer"),
+            "soak" => report.soak = Some(soak::soak(&env, &options).await?),
+            other => {
+                anyhow::bail!("unknown scenario {other:?}; use warm, cold, burst, writer or soak")
+            }
         }
     }
     print_table(&report);
@@ -267,6 +284,31 @@ fn print_table(report: &Report) {
             "writer".into(),
             "journal append (us): plain / with fdatasync".into(),
             format!("{:.1} / {:.1}", w.append_us, w.append_fsync_us),
+        ));
+    }
+    if let Some(s) = &report.soak {
+        rows.push((
+            "soak".into(),
+            "calls / as expected / seconds / redeploys".into(),
+            format!(
+                "{} / {} / {:.1} / {}",
+                s.calls, s.expected, s.seconds, s.redeploys
+            ),
+        ));
+        rows.push((
+            "soak".into(),
+            "platform 5xx / other unexpected (target 0)".into(),
+            format!("{} / {}", s.platform_5xx, s.unexpected),
+        ));
+        rows.push((
+            "soak".into(),
+            "lost / double records (target 0)".into(),
+            format!("{} / {}", s.lost_records, s.double_records),
+        ));
+        rows.push((
+            "soak".into(),
+            "manager RSS before / after (MB)".into(),
+            format!("{} / {}", f(s.rss_before_mb), f(s.rss_after_mb)),
         ));
     }
     let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);

@@ -50,6 +50,12 @@ pub(super) struct Entry {
     pub last_used: Instant,
     /// An idle container is paused by the sweeper from this moment on.
     pub pause_after: Instant,
+    /// When it joined the pool: a list of live containers taken earlier
+    /// says nothing about it.
+    pub born: Instant,
+    /// The engine said it died while calls were using it: never handed out
+    /// again, removed when those calls end (they find out themselves).
+    pub dead: bool,
 }
 
 impl Entry {
@@ -60,6 +66,8 @@ impl Entry {
             in_flight: 0,
             last_used: Instant::now(),
             pause_after: Instant::now(),
+            born: Instant::now(),
+            dead: false,
         }
     }
 

@@ -20,24 +20,28 @@
 //! every change goes through `Inner::update`, which then removes what the
 //! change retired and starts what queued calls are owed.
 //!
+//! Containers that die or vanish leave the pool as soon as the engine says
+//! so (`follow`): a call is never handed a dead container it could know of.
+//!
 //! The pool drives containers only through [`Engine`]: Docker in the
 //! manager, the in-memory fake in this module's unit tests (`tests.rs`).
 
 mod entry;
+mod follow;
 mod prewarm;
 mod state;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::config::PoolSettings;
 use crate::function::FunctionSpec;
@@ -56,7 +60,12 @@ pub enum AcquireError {
         "the function needs {needed} MB but the pool has {budget} MB in all (OL_POOL_MEMORY_MB)"
     )]
     TooLarge { needed: u64, budget: u64 },
-    #[error("the manager is shutting down")]
+    /// New calls once a stop began, and calls still running at its
+    /// deadline.
+    #[error(
+        "the manager stopped: it takes no new calls while it shuts down, and ends calls \
+         still running at its stop deadline (OL_SHUTDOWN_TIMEOUT_S); retry in a moment"
+    )]
     ShuttingDown,
     #[error(transparent)]
     Start(#[from] Failure),
@@ -75,6 +84,10 @@ struct Inner {
     state: Mutex<State>,
     /// Set once on shutdown: no new containers, leases end by removal.
     closed: AtomicBool,
+    /// Set once the stop deadline passed: calls still running end now.
+    stop: watch::Sender<bool>,
+    /// Removals running in their own tasks: a shutdown waits for them.
+    removing: AtomicUsize,
     /// Wakes the prewarm filler.
     refill: Notify,
 }
@@ -150,10 +163,13 @@ impl Pool {
             state: Mutex::new(State::new(settings.memory_budget_mb)),
             settings,
             closed: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
+            removing: AtomicUsize::new(0),
             refill: Notify::new(),
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
         tokio::spawn(prewarm::fill(Arc::downgrade(&inner)));
+        tokio::spawn(follow::follow(Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -166,6 +182,7 @@ impl Pool {
         let inner = &self.inner;
         let queued = Instant::now();
         let deadline = queued + inner.settings.queue_timeout;
+        let mut specialise_retried = false;
         loop {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(AcquireError::ShuttingDown);
@@ -210,7 +227,15 @@ impl Pool {
                         }
                         Err(e) => {
                             inner.update(|state| state.forget_specialising(&generic, function));
-                            return Err(e.into());
+                            // Broken code fails the same in any container;
+                            // anything else was this container's trouble
+                            // (it died, the engine refused): try another, once.
+                            if matches!(e, Failure::Load { .. }) || specialise_retried {
+                                return Err(e.into());
+                            }
+                            tracing::warn!(function = %function.name, sandbox = %generic.id, error = %e,
+                                "specialising a prewarmed container failed; trying another container");
+                            specialise_retried = true;
                         }
                     }
                 }
@@ -287,11 +312,33 @@ impl Pool {
         false
     }
 
-    /// Removes every container (graceful stop), including those still being
-    /// created when it began. New calls are refused.
-    pub async fn shutdown(&self) {
+    /// Begins a stop: new calls and queued ones are refused
+    /// ([`AcquireError::ShuttingDown`]); calls holding a container go on.
+    pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.refill.notify_waiters();
+        // Queued calls wake, see the pool closed and leave.
+        self.inner.update(|state| state.drop_waiters());
+    }
+
+    /// The stop deadline passed: calls still running end now
+    /// ([`Pool::stopped`] resolves).
+    pub fn stop_calls(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Resolves once [`Pool::stop_calls`] was called: a running call
+    /// selects on it to end at the stop deadline.
+    pub async fn stopped(&self) {
+        let mut stop = self.inner.stop.subscribe();
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Removes every container (graceful stop), including those still being
+    /// created when it began. New calls are refused, running ones ended.
+    pub async fn shutdown(&self) {
+        self.close();
+        self.stop_calls();
         let deadline = Instant::now() + self.inner.settings.start_timeout;
         let mut count = 0;
         loop {
@@ -301,7 +348,8 @@ impl Pool {
             };
             count += all.len();
             futures_util::future::join_all(all.iter().map(|s| self.inner.engine.remove(s))).await;
-            if creating == 0 || Instant::now() >= deadline {
+            let removing = self.inner.removing.load(Ordering::Acquire);
+            if (creating == 0 && removing == 0) || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -322,9 +370,11 @@ impl Inner {
 
     fn remove_later(self: &Arc<Self>, sandbox: Arc<Sandbox>) {
         let inner = self.clone();
+        inner.removing.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             tracing::debug!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, "-> removing");
             inner.engine.remove(&sandbox).await;
+            inner.removing.fetch_sub(1, Ordering::AcqRel);
         });
     }
 

@@ -3,7 +3,7 @@
 //! what must be done to Docker is returned to the caller (containers to
 //! remove, containers to start) and done outside the lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -206,7 +206,9 @@ impl State {
         let running = f
             .entries
             .iter_mut()
-            .filter(|w| matches!(w.phase, Phase::Busy | Phase::Idle) && w.in_flight < concurrency)
+            .filter(|w| {
+                matches!(w.phase, Phase::Busy | Phase::Idle) && w.in_flight < concurrency && !w.dead
+            })
             .max_by_key(|w| (w.in_flight > 0, w.last_used));
         if let Some(w) = running {
             w.in_flight += 1;
@@ -217,7 +219,7 @@ impl State {
         if let Some(w) = f
             .entries
             .iter_mut()
-            .filter(|w| w.phase == Phase::Paused)
+            .filter(|w| w.phase == Phase::Paused && !w.dead)
             .max_by_key(|w| w.last_used)
         {
             w.in_flight += 1;
@@ -492,7 +494,7 @@ impl State {
         let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
             return false;
         };
-        if remove || stale {
+        if remove || stale || f.entries[i].dead {
             self.detach(name, &sandbox.id);
             return false;
         }
@@ -586,6 +588,58 @@ impl State {
         }
     }
 
+    // What the engine says.
+
+    /// The container of sandbox `id` died or was removed behind the pool's
+    /// back: a prewarmed or idle one is taken out now (never handed out); a
+    /// busy one is marked, its calls fail or finish on their own and it goes
+    /// when they end. False when the pool does not hold it.
+    pub fn gone(&mut self, id: &str) -> bool {
+        if let Some(i) = self.prewarmed.iter().position(|p| p.sandbox.id == id) {
+            let p = self.prewarmed.remove(i);
+            self.used_mb -= p.sandbox.memory_mb.max(0) as u64;
+            self.retired.push(p.sandbox);
+            return true;
+        }
+        let found = self.functions.iter_mut().find_map(|(name, f)| {
+            let w = f.entries.iter_mut().find(|w| w.sandbox.id == id)?;
+            if w.in_flight > 0 {
+                w.dead = true;
+                return Some(None);
+            }
+            Some(Some(name.clone()))
+        });
+        match found {
+            None => false,
+            Some(None) => true,
+            Some(Some(name)) => {
+                self.detach(&name, id);
+                true
+            }
+        }
+    }
+
+    /// After the engine's event stream was lost: every container that
+    /// joined before `listed` and is not in `alive` (the engine's list
+    /// taken at `listed`) is gone. Returns how many.
+    pub fn keep_only(&mut self, alive: &HashSet<String>, listed: Instant) -> usize {
+        let mut lost: Vec<String> = self
+            .prewarmed
+            .iter()
+            .filter(|p| p.since < listed && !alive.contains(&p.sandbox.id))
+            .map(|p| p.sandbox.id.clone())
+            .collect();
+        for f in self.functions.values() {
+            lost.extend(
+                f.entries
+                    .iter()
+                    .filter(|w| w.born < listed && !alive.contains(&w.sandbox.id))
+                    .map(|w| w.sandbox.id.clone()),
+            );
+        }
+        lost.iter().filter(|id| self.gone(id)).count()
+    }
+
     fn entry(&mut self, function: &str, id: &str) -> Option<&mut Entry> {
         self.functions
             .get_mut(function)?
@@ -671,7 +725,7 @@ impl State {
                 .map(|w| ContainerView {
                     sandbox: w.sandbox.id.clone(),
                     container_id: w.sandbox.container_id.clone(),
-                    phase: w.phase.as_str(),
+                    phase: if w.dead { "dead" } else { w.phase.as_str() },
                     in_flight: w.in_flight,
                 })
                 .collect()
@@ -700,12 +754,19 @@ impl State {
         s
     }
 
+    /// Queued calls are let go (a stop began): each wakes with no grant.
+    pub fn drop_waiters(&mut self) {
+        for f in self.functions.values_mut() {
+            f.waiters.clear();
+        }
+    }
+
     /// Takes every container out (shutdown); queued calls are dropped.
     pub fn drain(&mut self) -> Vec<Arc<Sandbox>> {
         let mut all = self.take_retired();
+        self.drop_waiters();
         let mut taken = Vec::new();
         for f in self.functions.values_mut() {
-            f.waiters.clear();
             taken.extend(f.entries.drain(..).map(|w| w.sandbox));
         }
         taken.extend(self.prewarmed.drain(..).map(|p| p.sandbox));

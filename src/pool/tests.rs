@@ -124,20 +124,22 @@ async fn prewarmed_container_is_specialised_before_a_new_one() {
 }
 
 #[tokio::test]
-async fn failed_specialisation_fails_the_call_and_removes_the_container() {
-    for (op, want_load_error) in [
-        (Op::Load, true),
-        (Op::Unpause, false),
-        (Op::SetMemory, false),
-    ] {
+async fn failed_specialisation_is_retried_on_another_container_unless_the_code_is_broken() {
+    for op in [Op::Load, Op::Unpause, Op::SetMemory] {
         let (pool, engine) = prewarmed_pool(|_| {}).await;
         let generic = engine.live().pop().unwrap();
         engine.fail(op, 1);
         let f = function("a", 256, 1, 5);
         match pool.acquire(&f, Path::new(CODE)).await {
-            Err(AcquireError::Start(Failure::Load { .. })) => assert!(want_load_error, "{op:?}"),
-            Err(AcquireError::Start(Failure::Platform(_))) => assert!(!want_load_error, "{op:?}"),
-            other => panic!("{op:?}: expected a failed start, got {other:?}"),
+            // Broken code fails the same in any container.
+            Err(AcquireError::Start(Failure::Load { .. })) => assert_eq!(op, Op::Load),
+            // The container's own trouble: the call is served by another.
+            Ok(lease) => {
+                assert_ne!(op, Op::Load);
+                assert_ne!(lease.sandbox().id, generic, "{op:?}");
+                assert_eq!(lease.sandbox().serves(), Some(("a", "v1")));
+            }
+            Err(other) => panic!("{op:?}: unexpected {other:?}"),
         }
         until("the generic container's removal", || {
             !engine.live().contains(&generic)
@@ -149,9 +151,11 @@ async fn failed_specialisation_fails_the_call_and_removes_the_container() {
         );
         let status = pool.status();
         assert_eq!((status.busy, status.starting), (0, 0), "{op:?}");
+        let serving = if op == Op::Load { 0 } else { 256 };
         assert_eq!(
-            status.used_mb, 128,
-            "{op:?}: only the new prewarmed one counts"
+            status.used_mb,
+            128 + serving,
+            "{op:?}: the new prewarmed one and the function's container count"
         );
         // The next call works.
         let lease = acquire(&pool, &f).await;
@@ -265,4 +269,99 @@ async fn shutdown_removes_every_container() {
         pool.acquire(&f, Path::new(CODE)).await,
         Err(AcquireError::ShuttingDown)
     ));
+}
+
+// Containers that die: the engine's events (follow.rs).
+
+#[tokio::test]
+async fn a_dead_idle_container_is_never_handed_out() {
+    let (pool, engine) = pool(settings());
+    let f = function("a", 128, 2, 5);
+    let first = acquire(&pool, &f).await;
+    let dead = first.sandbox().id.clone();
+    drop(first);
+    until("the follower to subscribe", || engine.subscriptions() == 1).await;
+    engine.kill(&dead);
+    until("the dead container to leave the pool", || {
+        pool.containers("a").is_empty()
+    })
+    .await;
+    let lease = acquire(&pool, &f).await;
+    assert_ne!(lease.sandbox().id, dead);
+    assert!(lease.cold(), "a fresh container");
+    assert_eq!(ops_on(&engine, &dead).last(), Some(&Op::Remove));
+}
+
+#[tokio::test]
+async fn a_container_dying_under_a_call_gets_no_more_calls_and_goes_after_it() {
+    let (pool, engine) = pool(settings());
+    let f = function("a", 128, 2, 5);
+    let busy = acquire(&pool, &f).await;
+    let dead = busy.sandbox().id.clone();
+    until("the follower to subscribe", || engine.subscriptions() == 1).await;
+    engine.kill(&dead);
+    until("the pool to mark it", || {
+        pool.containers("a").first().map(|c| c.phase) == Some("dead")
+    })
+    .await;
+    assert_eq!(
+        engine.count(Op::Remove),
+        0,
+        "not removed under its call (the call diagnoses its end)"
+    );
+    // A second call would share it (concurrency 2) were it alive.
+    let other = acquire(&pool, &f).await;
+    assert_ne!(
+        other.sandbox().id,
+        dead,
+        "no second call on a dead container"
+    );
+    drop(busy);
+    until("the dead container to be removed", || {
+        !pool.containers("a").iter().any(|c| c.sandbox == dead)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_prewarmed_container_is_replaced() {
+    let (pool, engine) = prewarmed_pool(|_| {}).await;
+    let dead = engine.live().pop().expect("one prewarmed");
+    until("the follower to subscribe", || engine.subscriptions() == 1).await;
+    engine.kill(&dead);
+    until("a new prewarmed container", || {
+        let live = engine.live();
+        pool.status().prewarmed == 1 && live.len() == 1 && live[0] != dead
+    })
+    .await;
+    let f = function("a", 128, 1, 5);
+    let lease = acquire(&pool, &f).await;
+    assert_ne!(lease.sandbox().id, dead);
+    assert_eq!(
+        ops_on(&engine, &dead),
+        [Op::Create, Op::Pause, Op::Remove],
+        "the dead one was never specialised"
+    );
+}
+
+#[tokio::test]
+async fn after_an_engine_restart_the_pool_rebuilds_and_refills() {
+    let (pool, engine) = prewarmed_pool(|_| {}).await;
+    let f = function("a", 128, 1, 5);
+    let before = acquire(&pool, &f).await.sandbox().id.clone();
+    until("the follower to subscribe", || engine.subscriptions() == 1).await;
+    // Every container dies with no event, and the stream ends.
+    engine.restart();
+    until("the follower to reconnect and rebuild", || {
+        engine.subscriptions() == 2 && pool.containers("a").is_empty()
+    })
+    .await;
+    assert!(
+        pool.wait_prewarmed("python", 1, Duration::from_secs(2))
+            .await,
+        "prewarmed containers refilled"
+    );
+    let lease = acquire(&pool, &f).await;
+    assert_ne!(lease.sandbox().id, before);
+    assert!(engine.live().contains(&lease.sandbox().id));
 }

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use super::cgroup::MemoryPeak;
-use super::engine::{Engine, EngineFuture};
+use super::engine::{self, Engine, EngineFuture, EventStream};
 use super::layout::{self, container_name, link_tree, prepare_dir};
 use super::protocol::{self, error_parts, request, LoadSpec, Payload, Reply};
 use super::{Failure, Kind, Sandbox};
@@ -68,7 +68,20 @@ impl Sandboxes {
             memory_mb,
             memory_peak: MemoryPeak::default(),
         };
-        match self.create_container(&mut sandbox, runtime, function).await {
+        let mut created = self.create_container(&mut sandbox, runtime, function).await;
+        if created.as_ref().is_err_and(super::events::network_missing)
+            && self.ensure_network().await.is_ok()
+        {
+            // Removed behind the manager's back (an engine reset): made
+            // again; the container made without it goes first (its name).
+            tracing::warn!(network = %self.settings.network, "the function network was gone; created it again");
+            if !sandbox.container_id.is_empty() {
+                self.remove_container(&std::mem::take(&mut sandbox.container_id))
+                    .await;
+            }
+            created = self.create_container(&mut sandbox, runtime, function).await;
+        }
+        match created {
             Ok(()) => Ok(sandbox),
             Err(e) => {
                 self.remove(&sandbox).await;
@@ -266,6 +279,10 @@ impl Sandboxes {
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(Failure::Timeout(timeout)),
             Ok(Ok(reply)) => Ok(reply),
+            // Nothing was sent: the caller may try a fresh container.
+            Ok(Err(e)) if engine::never_reached(&e) => {
+                Err(Failure::Platform(e.context(engine::Unreached)))
+            }
             // The caller gets a 502 and the pool discards the container:
             // the rest of the reply may still sit in its socket.
             Ok(Err(e)) if e.is::<protocol::TooLarge>() => Err(Failure::ResponseTooLarge(max)),
@@ -395,6 +412,14 @@ impl Engine for Sandboxes {
 
     fn remove<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, ()> {
         Box::pin(Sandboxes::remove(self, sandbox))
+    }
+
+    fn events(&self) -> EngineFuture<'_, anyhow::Result<EventStream>> {
+        Box::pin(async move { Ok(self.gone_events()) })
+    }
+
+    fn running(&self) -> EngineFuture<'_, anyhow::Result<std::collections::HashSet<String>>> {
+        Box::pin(self.running_sandboxes())
     }
 
     /// Names the container after its function, off the call path.

@@ -7,6 +7,7 @@
 //! Only what the pool needs is here; the call itself goes to the runtime
 //! server over the protocol, not through the engine.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,6 +19,24 @@ use crate::manifest::Runtime;
 
 /// A boxed, sendable future borrowing from the engine and its arguments.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the engine says happened to one of this manager's containers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// The container stopped (it exited, was killed, ran out of memory) or
+    /// was removed: it will never answer a call again.
+    Gone {
+        /// Our sandbox id (the `openlambda.sandbox` label).
+        sandbox: String,
+        /// The engine's word for it (die, oom, destroy), for the log.
+        why: String,
+    },
+}
+
+/// The engine's events, as they happen. The stream ends when the engine
+/// goes away (restart, lost connection): what happened meanwhile is
+/// unknown, so the follower rebuilds its view from [`Engine::running`].
+pub type EventStream = Pin<Box<dyn futures_util::Stream<Item = EngineEvent> + Send>>;
 
 /// Container operations, each one engine round trip (or a few).
 pub trait Engine: Send + Sync + 'static {
@@ -55,9 +74,50 @@ pub trait Engine: Send + Sync + 'static {
     /// cannot be removed now is found by label on the next start).
     fn remove<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, ()>;
 
+    /// Subscribes to the events of this manager's containers.
+    fn events(&self) -> EngineFuture<'_, anyhow::Result<EventStream>>;
+
+    /// Sandbox ids of this manager's containers that are running (or
+    /// paused) now: the truth to rebuild the pool's view from after the
+    /// event stream was lost.
+    fn running(&self) -> EngineFuture<'_, anyhow::Result<HashSet<String>>>;
+
     /// A generic container now serves a function: a cosmetic rename,
     /// off the call path. Engines without names do nothing.
     fn specialised(&self, _sandbox: &Sandbox) {}
+}
+
+/// Marks a call that never reached the runtime server (nothing listens on
+/// the socket: the container is gone). The handler did not start, so the
+/// call may be run again on a fresh container.
+#[derive(Debug)]
+pub struct Unreached;
+
+impl std::fmt::Display for Unreached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the container was gone before the call reached its runtime server")
+    }
+}
+
+/// Whether a failed exchange failed at connecting (socket missing or
+/// nothing listening): then no byte of the call was sent. Errors after the
+/// connection (reset, broken pipe, end of stream) are not: the handler may
+/// have run.
+pub fn never_reached(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            )
+        })
+    })
+}
+
+/// Whether `failure` is a call that never reached its container
+/// ([`Unreached`]): safe to run again, and not the function's fault.
+pub fn unreached(failure: &Failure) -> bool {
+    matches!(failure, Failure::Platform(e) if e.downcast_ref::<Unreached>().is_some())
 }
 
 /// Creates a container for `function` and loads its code. Returns the
@@ -121,5 +181,35 @@ pub async fn specialise(
             engine.remove(&sandbox).await;
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    fn failed(kind: ErrorKind) -> anyhow::Error {
+        anyhow::Error::new(Error::from(kind)).context("connecting to /host/ol.sock")
+    }
+
+    #[test]
+    fn only_a_failed_connect_is_never_reached() {
+        assert!(never_reached(&failed(ErrorKind::ConnectionRefused)));
+        assert!(never_reached(&failed(ErrorKind::NotFound)));
+        // Once connected, the handler may have run.
+        assert!(!never_reached(&failed(ErrorKind::ConnectionReset)));
+        assert!(!never_reached(&failed(ErrorKind::BrokenPipe)));
+        assert!(!never_reached(&failed(ErrorKind::UnexpectedEof)));
+    }
+
+    #[test]
+    fn an_unreached_call_is_told_apart_from_other_platform_failures() {
+        let marked = Failure::Platform(failed(ErrorKind::ConnectionRefused).context(Unreached));
+        assert!(unreached(&marked));
+        assert!(!unreached(&Failure::Platform(failed(
+            ErrorKind::ConnectionRefused
+        ))));
+        assert!(!unreached(&Failure::Crashed("gone".into())));
     }
 }

@@ -3,14 +3,16 @@
 //! per operation. What it shows about scheduling, the Docker-backed tests
 //! show once with real containers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::anyhow;
 
-use super::engine::{Engine, EngineFuture};
+use tokio::sync::mpsc;
+
+use super::engine::{Engine, EngineEvent, EngineFuture, EventStream};
 use super::{Failure, Kind, Sandbox};
 use crate::function::FunctionSpec;
 use crate::manifest::Runtime;
@@ -35,6 +37,10 @@ struct FakeState {
     /// Operations that fail, counted down per call.
     failures: HashMap<Op, usize>,
     delays: HashMap<Op, Duration>,
+    /// Where events go while someone follows them.
+    events: Option<mpsc::UnboundedSender<EngineEvent>>,
+    /// Times `events()` was called (the follower reconnecting).
+    subscriptions: usize,
 }
 
 #[derive(Default)]
@@ -63,11 +69,38 @@ impl FakeEngine {
         self.state.lock().unwrap().log.clone()
     }
 
+    /// The container of sandbox `id` dies (killed, out of memory): it is
+    /// gone, and the engine says so on the event stream.
+    pub fn kill(&self, id: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.live.remove(id);
+        if let Some(events) = &state.events {
+            let _ = events.send(EngineEvent::Gone {
+                sandbox: id.to_string(),
+                why: "die".into(),
+            });
+        }
+    }
+
+    /// The engine goes away (a restart): every container dies with no
+    /// event, and the event stream ends.
+    pub fn restart(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.live.clear();
+        state.events = None;
+    }
+
+    /// Times the event stream was subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        self.state.lock().unwrap().subscriptions
+    }
+
     pub fn count(&self, op: Op) -> usize {
         self.log().iter().filter(|(o, _)| *o == op).count()
     }
 
-    /// Logs `op`, waits its delay, and says whether it must fail.
+    /// Logs `op`, waits its delay, and says whether it must fail (an
+    /// injected failure, or a container that is gone).
     async fn step(&self, op: Op, id: &str) -> bool {
         let delay = {
             let mut state = self.state.lock().unwrap();
@@ -78,6 +111,9 @@ impl FakeEngine {
             tokio::time::sleep(delay).await;
         }
         let mut state = self.state.lock().unwrap();
+        if !matches!(op, Op::Create | Op::Remove) && !state.live.contains(id) {
+            return true;
+        }
         match state.failures.get_mut(&op) {
             Some(n) if *n > 0 => {
                 *n -= 1;
@@ -127,7 +163,11 @@ impl Engine for FakeEngine {
         _code: &'a Path,
     ) -> EngineFuture<'a, Result<Duration, Failure>> {
         Box::pin(async move {
+            let gone = !self.state.lock().unwrap().live.contains(&sandbox.id);
             if self.step(Op::Load, &sandbox.id).await {
+                if gone {
+                    return Err(Failure::Platform(anyhow!("no such container")));
+                }
                 return Err(Failure::Load {
                     kind: "InjectedError".into(),
                     message: "injected failure of Load".into(),
@@ -159,6 +199,23 @@ impl Engine for FakeEngine {
             self.step(Op::Remove, &sandbox.id).await;
             self.state.lock().unwrap().live.remove(&sandbox.id);
         })
+    }
+
+    fn events(&self) -> EngineFuture<'_, anyhow::Result<EventStream>> {
+        Box::pin(async move {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut state = self.state.lock().unwrap();
+            state.events = Some(tx);
+            state.subscriptions += 1;
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|event| (event, rx))
+            });
+            Ok(Box::pin(stream) as EventStream)
+        })
+    }
+
+    fn running(&self) -> EngineFuture<'_, anyhow::Result<HashSet<String>>> {
+        Box::pin(async move { Ok(self.state.lock().unwrap().live.iter().cloned().collect()) })
     }
 }
 

@@ -9,6 +9,8 @@
 //!   isolation defaults, load, pause, unpause, update, remove, leftovers.
 //! - [`protocol`]: the runtime protocol's typed messages and the exchange;
 //!   the contract itself is `images/PROTOCOL.md`.
+//! - `events`: the Docker event stream (containers that died or were
+//!   removed) and the list of live containers the pool rebuilds from.
 //! - `diagnose`: why a runtime did not answer (OOM, exit, gone).
 //! - [`cgroup`]: per-call peak memory from the memory cgroup.
 //! - [`layout`]: sandbox directories on the host and code linking.
@@ -20,6 +22,7 @@ pub mod cgroup;
 mod diagnose;
 pub mod docker;
 pub mod engine;
+mod events;
 #[cfg(test)]
 pub mod fake;
 pub mod layout;

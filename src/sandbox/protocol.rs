@@ -59,7 +59,7 @@ pub struct LoadSpec<'a> {
 
 /// A function URL request's description, from which the runtime builds the
 /// handler's event (payload 2.0, WSGI environ, ASGI scope, or the JSON body).
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RequestMeta {
     pub method: String,
     /// The path below `/fn/{name}`, from `/`.
@@ -76,7 +76,7 @@ pub struct RequestMeta {
 }
 
 /// What a call hands the runtime (`POST /invoke`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Payload {
     /// OpenLambda's `/run`: the event as JSON bytes.
     Event(Bytes),

@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod invoke;
 mod pool;
+mod pool_faults;
 mod process;
 mod records;
 mod runtimes;

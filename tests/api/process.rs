@@ -82,15 +82,7 @@ impl ServeEnv {
             .kill_on_drop(true)
             .spawn()
             .expect("ol serve starts");
-        let http = reqwest::Client::new();
-        let health = format!("{}/healthz", self.base());
-        let up = eventually(Duration::from_secs(60), || async {
-            http.get(&health)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
-        .await;
+        let up = comes_up(&reqwest::Client::new(), &format!("{}/healthz", self.base())).await;
         assert!(up, "ol serve answers on {}", self.base());
         Serve { child }
     }
@@ -128,6 +120,17 @@ impl Serve {
             .unwrap();
         assert!(status.success(), "graceful stop: {status:?}");
     }
+}
+
+/// Waits (a minute at most) until `health` answers 200.
+pub async fn comes_up(http: &reqwest::Client, health: &str) -> bool {
+    eventually(Duration::from_secs(60), || async {
+        http.get(health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await
 }
 
 /// Files directly under `dir` (0 when it does not exist).
