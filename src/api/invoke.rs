@@ -1,12 +1,14 @@
-//! Calling functions: the function URL (`/fn/{name}/...`, any method) and
-//! OpenLambda's `POST /run/{name}`.
+//! Calling functions: the function URL (`/fn/{name}/...`) and OpenLambda's
+//! `/run/{name}/...`, any method on both.
 //!
-//! `/run` sends the JSON body as the event and answers the JSON of the
-//! result. The function URL hands the runtime the whole request (method,
-//! path below `/fn/{name}`, query, headers, body); the runtime turns it into
-//! the handler's event (the JSON body for `def f(event)`, the function URL
-//! payload 2.0 for AWS-style handlers, the request itself for WSGI/ASGI
-//! apps) and answers with the function's HTTP response, passed through.
+//! Both hand the runtime the whole request (method, path below the name,
+//! query, headers, body, and the prefix as `SCRIPT_NAME`); the runtime turns
+//! it into the handler's event and answers with the function's HTTP
+//! response, passed through. Where the conventions differ, the function URL
+//! follows AWS (payload 2.0 for AWS-style handlers, an empty body is `null`
+//! for `def f(event)`) and `/run` follows OpenLambda (the JSON body is the
+//! event of either style, `{}` when empty; a web app gets the request as it
+//! is). Node handlers take an event only, so `/run` sends them the JSON body.
 
 use std::net::SocketAddr;
 
@@ -14,13 +16,14 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
 
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::call::{self, CallResult, Outcome};
+use crate::manifest::Runtime;
 use crate::pool::AcquireError;
 use crate::sandbox::{error_parts, Failure, Payload, RequestMeta};
 use uuid::Uuid;
@@ -31,14 +34,40 @@ const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/fn/{name}", any(function_url))
-        .route("/fn/{name}/{*path}", any(function_url_path))
-        .route("/run/{name}", post(run))
+        .route("/fn/{name}/", any(function_url))
+        .route("/fn/{name}/{*path}", any(function_url))
+        .route("/run/{name}", any(run))
+        .route("/run/{name}/", any(run))
+        .route("/run/{name}/{*path}", any(run))
 }
 
-/// Where a call came from and what it asked for (function URLs).
+/// Which URL a call came in on; where AWS's and OpenLambda's conventions
+/// differ, the function URL follows AWS and `/run` follows OpenLambda.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `/fn/{name}/...`: AWS Lambda's function URL.
+    Fn,
+    /// `/run/{name}/...`: OpenLambda's; a web app gets the request as it is,
+    /// `f(event)` the JSON body (`{}` when empty).
+    Run,
+}
+
+impl Route {
+    fn prefix(self) -> &'static str {
+        match self {
+            Route::Fn => "/fn/",
+            Route::Run => "/run/",
+        }
+    }
+}
+
+/// Where a call came from and what it asked for.
 struct HttpCall {
+    route: Route,
     method: Method,
-    /// The path below `/fn/{name}`, from `/`.
+    /// The route's prefix with the name: a web app's `SCRIPT_NAME`.
+    script_name: String,
+    /// The path below `script_name`, from `/`, as sent (not percent-decoded).
     path: String,
     query: String,
     headers: HeaderMap,
@@ -47,48 +76,57 @@ struct HttpCall {
 
 async fn function_url(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let call = HttpCall {
-        method: parts.method,
-        path: "/".into(),
-        query: parts.uri.query().unwrap_or_default().to_string(),
-        headers: parts.headers,
-        source,
-    };
-    invoke(state, name, Some(call), body).await
+    http_call(state, Route::Fn, params, source, request).await
 }
 
-async fn function_url_path(
+async fn run(
     State(state): State<AppState>,
-    Path((name, path)): Path<(String, String)>,
+    Path(params): Path<Vec<(String, String)>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    http_call(state, Route::Run, params, source, request).await
+}
+
+async fn http_call(
+    state: AppState,
+    route: Route,
+    params: Vec<(String, String)>,
+    source: SocketAddr,
+    request: Request,
+) -> Response {
+    let name = params
+        .into_iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
     let (parts, body) = request.into_parts();
+    let script_name = format!("{}{name}", route.prefix());
     // The raw path, as sent (the extractor's copy is percent-decoded).
-    let raw = parts.uri.path();
-    let prefix = format!("/fn/{name}");
-    let below = raw.strip_prefix(&prefix).filter(|p| p.starts_with('/'));
+    let below = parts
+        .uri
+        .path()
+        .strip_prefix(&script_name)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/")
+        .to_string();
     let call = HttpCall {
-        method: parts.method.clone(),
-        path: below.map_or_else(|| format!("/{path}"), str::to_string),
+        route,
+        method: parts.method,
+        script_name,
+        path: below,
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers: parts.headers,
         source,
     };
-    invoke(state, name, Some(call), body).await
+    invoke(state, name, call, body).await
 }
 
-async fn run(State(state): State<AppState>, Path(name): Path<String>, body: Body) -> Response {
-    invoke(state, name, None, body).await
-}
-
-/// `http` is the function URL's request; `None` for `/run`.
-async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Body) -> Response {
+async fn invoke(state: AppState, name: String, http: HttpCall, body: Body) -> Response {
     let function = match state.catalog.get(&name).await {
         Ok(Some(f)) => f,
         Ok(None) => {
@@ -101,19 +139,9 @@ async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Bod
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if let (Some(http), Some(allowed)) = (&http, &function.http_methods) {
+    if let Some(allowed) = &function.http_methods {
         if !allowed.iter().any(|m| m == http.method.as_str()) {
-            let mut error = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
-                    "{name} accepts {} (triggers.http in its ol.yaml), not {}",
-                    allowed.join(", "),
-                    http.method
-                ),
-            );
-            error.allow = Some(allowed.join(", "));
-            return error.into_response();
+            return method_not_allowed(&name, allowed, &http);
         }
     }
     let body = match read_body(body).await {
@@ -121,12 +149,16 @@ async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Bod
         Err(e) => return e.into_response(),
     };
     let request_id = Uuid::new_v4();
-    let payload = match http {
-        None => match check_json(&body) {
+    let payload = match (http.route, function.runtime) {
+        // Node's handlers take an event only: /run gives it the JSON body.
+        (Route::Run, Runtime::Node) => match check_json(&body) {
+            Ok(()) if body.iter().all(u8::is_ascii_whitespace) => {
+                Payload::Event(Bytes::from_static(b"{}"))
+            }
             Ok(()) => Payload::Event(body),
             Err(e) => return e.into_response(),
         },
-        Some(http) => Payload::Http {
+        _ => Payload::Http {
             meta: describe(&http, request_id, function.timeout_ms),
             body,
         },
@@ -135,11 +167,47 @@ async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Bod
     respond(result, &name)
 }
 
+/// 405 for a method outside `triggers.http`, naming the allowed ones: JSON
+/// on the function URL, text on `/run` (as OpenLambda answers).
+fn method_not_allowed(name: &str, allowed: &[String], http: &HttpCall) -> Response {
+    let allow = allowed.join(", ");
+    match http.route {
+        Route::Fn => {
+            let message = format!(
+                "{name} accepts {allow} (triggers.http in its ol.yaml), not {}",
+                http.method
+            );
+            let mut error = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            );
+            error.allow = Some(allow);
+            error.into_response()
+        }
+        Route::Run => {
+            // OpenLambda's words exactly: its tests compare them.
+            let text = format!(
+                "HTTP method not allowed. Sent: {}, Allowed: [{}]\n",
+                http.method,
+                allowed.join(" ")
+            );
+            let mut response = (StatusCode::METHOD_NOT_ALLOWED, text).into_response();
+            if let Ok(allow) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            response
+        }
+    }
+}
+
 /// The request's description the runtime builds its event from.
 fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> RequestMeta {
     RequestMeta {
         method: http.method.as_str().to_string(),
         path: http.path.clone(),
+        script_name: http.script_name.clone(),
+        run: http.route == Route::Run,
         query: http.query.clone(),
         headers: http
             .headers

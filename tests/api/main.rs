@@ -4,6 +4,7 @@
 mod billing;
 mod billing_rules;
 mod browser;
+mod compat;
 mod containers;
 mod dashboard;
 mod helpers;
