@@ -39,6 +39,15 @@ pub fn router() -> Router<AppState> {
         .route("/run/{name}", any(run))
         .route("/run/{name}/", any(run))
         .route("/run/{name}/{*path}", any(run))
+        .route("/run", any(no_name))
+        .route("/run/", any(no_name))
+        .route("/fn", any(no_name))
+        .route("/fn/", any(no_name))
+}
+
+/// `/run` or `/fn` with no function named: say how to call one.
+async fn no_name() -> ApiError {
+    ApiError::not_found("name the function: /run/NAME or /fn/NAME, then any path below it")
 }
 
 /// Which URL a call came in on; where AWS's and OpenLambda's conventions

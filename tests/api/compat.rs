@@ -295,6 +295,17 @@ async fn run_gives_f_its_conventions_and_every_error_a_body() {
             .contains("must be JSON"),
         "{body}"
     );
+    for path in ["/run/", "/fn"] {
+        let (status, body) = json(app.get(path).await).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/run/NAME"),
+            "{body}"
+        );
+    }
     for path in ["/run/nobody/x", "/run/nobody/", "/fn/nobody/"] {
         let (status, body) = json(app.get(path).await).await;
         assert_eq!(status, 404, "{path}");
