@@ -15,8 +15,21 @@ http://127.0.0.1:8080), with OL_ADMIN_TOKEN when it has one. It needs a
 working package index (requirements.txt of the numpy, pandas and flask
 examples). The `ol` binary is OL_BIN, else target/debug/ol, else `ol` on PATH.
 
---long also runs pandas-tests (pandas' own test suite, 20+ minutes; start the
-manager with OL_MAX_TIMEOUT_S=3600 as upstream's package tests allow).
+fbomb checks that a fork bomb stops at the process limit, read from
+OL_POOL_PIDS_LIMIT (give the script and the manager the same value). Start
+the manager with OL_POOL_PIDS_LIMIT=32, as upstream's tests raise their
+worker's limit for numpy: at the default 128 a bomb of Python processes fills
+a 128 MB container's memory first, and an OOM-killed child reads as 0 forks.
+
+--long also runs pandas-tests (pandas' own test suite, 20+ minutes). It has
+no ol.yaml: upstream's package test raises its worker's default limits
+(2000 MB, 3600 s), which are per function here (128 MB, 30 s by default), so
+it needs an ol.yaml with memory_mb and timeout_s added and a manager started
+with OL_MAX_TIMEOUT_S=3600.
+
+A typical run, from a fresh database:
+    OL_POOL_PIDS_LIMIT=32 OL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt ol serve &
+    OL_POOL_PIDS_LIMIT=32 scripts/upstream-examples.py ~/src/open-lambda
 
 Prints one Markdown table row per example (the README's compatibility table)
 and exits 1 when an example upstream's tests exercise does not pass. Not part
@@ -264,8 +277,8 @@ def main():
             continue
         _, check, exercised = entry
         if name == "pandas-tests" and not args.long:
-            print("| %s | skipped | pandas' own test suite (20+ min): run with --long |" % name,
-                  flush=True)
+            print("| %s | skipped | pandas' own test suite (20+ min), with limits set by "
+                  "upstream's worker config: run with --long |" % name, flush=True)
             continue
         try:
             deploy(ol, folder, name)
