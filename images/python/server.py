@@ -53,7 +53,7 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes
 
 SOCKET_PATH = os.environ.get("OL_SOCKET", "/host/ol.sock")
 LOG_LIMIT = 64 * 1024
@@ -246,7 +246,8 @@ def wsgi_call(app, meta, body):
     environ = {
         "REQUEST_METHOD": meta.get("method", "GET"),
         "SCRIPT_NAME": meta.get("scriptName", ""),
-        "PATH_INFO": meta.get("path", "/"),
+        # PEP 3333: the path percent-decoded, its bytes as latin-1.
+        "PATH_INFO": unquote_to_bytes(meta.get("path", "/")).decode("latin-1"),
         "QUERY_STRING": meta.get("query", ""),
         "SERVER_NAME": "openlambda",
         "SERVER_PORT": "80",
@@ -294,7 +295,7 @@ def asgi_call(app, meta, body):
         "http_version": "1.1",
         "method": meta.get("method", "GET"),
         "scheme": "http",
-        "path": meta.get("path", "/"),
+        "path": unquote(meta.get("path", "/")),
         "raw_path": meta.get("path", "/").encode(),
         "query_string": meta.get("query", "").encode(),
         "root_path": meta.get("scriptName", ""),

@@ -91,6 +91,7 @@ async fn run_hands_web_apps_the_request_with_its_prefix() {
             "/a/b",
             "",
         ),
+        (Method::GET, "/run/web/a%20b", "", "/run/web", "/a b", ""),
         (Method::DELETE, "/fn/web/", "", "/fn/web", "/", ""),
         (Method::POST, "/fn/web/x", "not json", "/fn/web", "/x", ""),
     ] {
@@ -107,10 +108,12 @@ async fn run_hands_web_apps_the_request_with_its_prefix() {
         assert_eq!(seen["body"], body, "{path}: the body as sent");
     }
 
-    for path in ["/run/asgi/items", "/fn/asgi/items"] {
+    for (path, script) in [
+        ("/run/asgi/it%65ms", "/run/asgi"),
+        ("/fn/asgi/items", "/fn/asgi"),
+    ] {
         let (status, seen) = json(call(&app, Method::PATCH, path, "raw").await).await;
         assert_eq!(status, 200, "{path}: {seen}");
-        let script = &path[..path.len() - "/items".len()];
         assert_eq!(seen["script"], script, "{path}: root_path");
         assert_eq!(
             (seen["path"].as_str(), seen["body"].as_str()),
