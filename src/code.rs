@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use zip::{CompressionMethod, ZipArchive};
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Maxima};
 
 pub const MAX_ZIP_BYTES: usize = 50 * 1024 * 1024;
 pub const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
@@ -73,14 +73,18 @@ pub struct Inspected {
 
 /// Checks a stored zip (accepted at upload once) without writing anything.
 pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
-    inspect_upload(zip, usize::MAX)
+    inspect_upload(zip, usize::MAX, &Maxima::NONE)
 }
 
 /// Checks an uploaded zip without writing anything: everything that could
 /// fail when unpacking it fails here, before packages are installed or
 /// anything is stored. Every entry is read in full (bounded by the declared
 /// sizes), so a damaged or lying entry is found now.
-pub fn inspect_upload(zip: &[u8], max_entries: usize) -> Result<Inspected, CodeError> {
+pub fn inspect_upload(
+    zip: &[u8],
+    max_entries: usize,
+    maxima: &Maxima,
+) -> Result<Inspected, CodeError> {
     if zip.len() > MAX_ZIP_BYTES {
         return Err(CodeError::TooLarge(zip.len()));
     }
@@ -132,7 +136,7 @@ pub fn inspect_upload(zip: &[u8], max_entries: usize) -> Result<Inspected, CodeE
             let yaml = read_entry(&mut archive, &names[i], 1024 * 1024)?;
             let text = String::from_utf8(yaml)
                 .map_err(|_| CodeError::Manifest("ol.yaml is not UTF-8 text".into()))?;
-            Manifest::parse(&text).map_err(CodeError::Manifest)?
+            Manifest::parse_within(&text, maxima).map_err(CodeError::Manifest)?
         }
     };
     let mut manifest = manifest;
@@ -507,7 +511,12 @@ mod tests {
 
     #[test]
     fn refuses_what_would_fail_when_unpacking() {
-        let err = inspect_upload(&zip_of(&[("f.py", "x"), ("g.py", "y")]), 1).unwrap_err();
+        let err = inspect_upload(
+            &zip_of(&[("f.py", "x"), ("g.py", "y")]),
+            1,
+            &Maxima::default(),
+        )
+        .unwrap_err();
         assert_eq!(err, CodeError::TooManyEntries { count: 2, limit: 1 });
         let clash = zip_of(&[("f.py", "x"), ("lib", "x"), ("lib/u.py", "y")]);
         assert_eq!(inspect(&clash).unwrap_err(), CodeError::Clash("lib".into()));

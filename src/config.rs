@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::manifest::{Maxima, DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_TIMEOUT_S, MIN_MEMORY_MB};
+
 /// Everything the manager can be told, in one place.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -113,6 +115,10 @@ pub struct PackageSettings {
     pub parallel: usize,
     /// Entries an uploaded zip may hold (`OL_ZIP_MAX_ENTRIES`).
     pub zip_max_entries: usize,
+    /// The largest limits an uploaded `ol.yaml` may ask for
+    /// (`OL_MAX_MEMORY_MB`, `OL_MAX_TIMEOUT_S`; OpenLambda's own tests ask
+    /// for 3600 s).
+    pub maxima: Maxima,
 }
 
 /// Knobs of the container pool (`OL_POOL_*`).
@@ -286,6 +292,15 @@ impl Settings {
                 zip_max_entries: positive(parse_or(&get, "OL_ZIP_MAX_ENTRIES", 10_000)?)
                     .context("OL_ZIP_MAX_ENTRIES must be at least 1")?
                     as usize,
+                maxima: Maxima {
+                    memory_mb: at_least(
+                        parse_or(&get, "OL_MAX_MEMORY_MB", DEFAULT_MAX_MEMORY_MB)?,
+                        MIN_MEMORY_MB,
+                    )
+                    .context("OL_MAX_MEMORY_MB is below the smallest memory limit")?,
+                    timeout_s: positive(parse_or(&get, "OL_MAX_TIMEOUT_S", DEFAULT_MAX_TIMEOUT_S)?)
+                        .context("OL_MAX_TIMEOUT_S must be at least 1")?,
+                },
             },
         })
     }
@@ -369,6 +384,13 @@ where
     }
 }
 
+fn at_least(value: u32, min: u32) -> anyhow::Result<u32> {
+    if value < min {
+        bail!("{value} is below {min}");
+    }
+    Ok(value)
+}
+
 fn positive(value: u64) -> anyhow::Result<u64> {
     if value == 0 {
         bail!("must be positive");
@@ -415,6 +437,26 @@ mod tests {
         .unwrap();
         assert_eq!(s.allowed_hosts, ["ol.example.com", "10.0.0.5"]);
         assert!(s.insecure_no_auth);
+    }
+
+    #[test]
+    fn function_maxima_default_to_aws_and_can_be_raised() {
+        let s = settings(&[("DATABASE_URL", "postgres://x")]).unwrap();
+        assert_eq!(s.packages.maxima, Maxima::default());
+        assert_eq!(s.packages.maxima.timeout_s, 900);
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("OL_MAX_TIMEOUT_S", "3600"),
+            ("OL_MAX_MEMORY_MB", "2000"),
+        ])
+        .unwrap();
+        let raised = Maxima {
+            memory_mb: 2000,
+            timeout_s: 3600,
+        };
+        assert_eq!(s.packages.maxima, raised);
+        let zero = settings(&[("DATABASE_URL", "postgres://x"), ("OL_MAX_TIMEOUT_S", "0")]);
+        assert!(format!("{:#}", zero.unwrap_err()).contains("OL_MAX_TIMEOUT_S"));
     }
 
     #[test]

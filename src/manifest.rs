@@ -8,8 +8,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A function's name: lowercase letters, digits and `-`, 1 to 63 characters,
-/// starting with a letter or digit (it is part of URLs and container names).
+/// A function's name: lowercase letters, digits, `-` and `_`, 1 to 63
+/// characters, starting and ending with a letter or digit (it is part of URLs
+/// and container names, where `_` is allowed; OpenLambda names functions
+/// after their folders, e.g. `max_mem_alloc`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct FunctionName(String);
@@ -19,7 +21,7 @@ impl FunctionName {
 
     pub fn parse(raw: &str) -> Result<Self, String> {
         let hint =
-            "use lowercase letters, digits and '-' (at most 63 characters), e.g. hello-world";
+            "use lowercase letters, digits, '-' and '_' (at most 63 characters), e.g. hello-world";
         if raw.is_empty() {
             return Err(format!("function name is empty; {hint}"));
         }
@@ -31,13 +33,13 @@ impl FunctionName {
         }
         if let Some(bad) = raw
             .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
         {
             return Err(format!("function name {raw:?} contains {bad:?}; {hint}"));
         }
-        if raw.starts_with('-') || raw.ends_with('-') {
+        if raw.starts_with(['-', '_']) || raw.ends_with(['-', '_']) {
             return Err(format!(
-                "function name {raw:?} starts or ends with '-'; {hint}"
+                "function name {raw:?} starts or ends with '-' or '_'; {hint}"
             ));
         }
         Ok(Self(raw.to_string()))
@@ -193,8 +195,11 @@ pub const TMP_MB_RANGE: std::ops::RangeInclusive<u32> = 1..=10_240;
 /// `/tmp` of a function whose `ol.yaml` names no `tmp_mb`.
 pub const DEFAULT_TMP_MB: u32 = 64;
 
-pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 64..=10_240;
-pub const TIMEOUT_S_RANGE: std::ops::RangeInclusive<u64> = 1..=900;
+/// The smallest memory limit, and the default largest (`OL_MAX_MEMORY_MB`).
+pub const MIN_MEMORY_MB: u32 = 64;
+pub const DEFAULT_MAX_MEMORY_MB: u32 = 10_240;
+/// The default largest timeout (`OL_MAX_TIMEOUT_S`), AWS Lambda's.
+pub const DEFAULT_MAX_TIMEOUT_S: u64 = 900;
 pub const CONCURRENCY_RANGE: std::ops::RangeInclusive<u32> = 1..=1000;
 pub const MAX_CONCURRENCY_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
 
@@ -212,6 +217,32 @@ pub fn in_range<T: PartialOrd + std::fmt::Display>(
             range.start(),
             range.end()
         ))
+    }
+}
+
+/// The largest limits an `ol.yaml` may ask for: the operator's settings
+/// (`OL_MAX_MEMORY_MB`, `OL_MAX_TIMEOUT_S`) at upload; none for a stored
+/// zip, which was accepted once (a lowered maximum must not lose it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Maxima {
+    pub memory_mb: u32,
+    pub timeout_s: u64,
+}
+
+impl Maxima {
+    /// For zips accepted before: no maximum.
+    pub const NONE: Maxima = Maxima {
+        memory_mb: u32::MAX,
+        timeout_s: u64::MAX / 1000,
+    };
+}
+
+impl Default for Maxima {
+    fn default() -> Self {
+        Self {
+            memory_mb: DEFAULT_MAX_MEMORY_MB,
+            timeout_s: DEFAULT_MAX_TIMEOUT_S,
+        }
     }
 }
 
@@ -269,8 +300,13 @@ enum RawHttpTrigger {
 }
 
 impl Manifest {
-    /// Parses `ol.yaml`; an empty file gives the defaults.
+    /// Parses `ol.yaml` with the default maxima; an empty file gives the defaults.
     pub fn parse(yaml: &str) -> Result<Self, String> {
+        Self::parse_within(yaml, &Maxima::default())
+    }
+
+    /// Parses `ol.yaml`, refusing limits above `max`.
+    pub fn parse_within(yaml: &str, max: &Maxima) -> Result<Self, String> {
         let raw: RawManifest = if yaml.trim().is_empty() {
             RawManifest::default()
         } else {
@@ -289,10 +325,20 @@ impl Manifest {
             r.map_err(|e| format!("ol.yaml: {e}"))
         }
         if let Some(mb) = raw.memory_mb {
-            m.memory_mb = checked(in_range("memory_mb", mb, &MEMORY_MB_RANGE))?;
+            m.memory_mb = checked(within(
+                "memory_mb",
+                mb,
+                MIN_MEMORY_MB..=max.memory_mb,
+                "OL_MAX_MEMORY_MB",
+            ))?;
         }
         if let Some(s) = raw.timeout_s {
-            m.timeout_ms = checked(in_range("timeout_s", s, &TIMEOUT_S_RANGE))? * 1000;
+            m.timeout_ms = checked(within(
+                "timeout_s",
+                s,
+                1..=max.timeout_s,
+                "OL_MAX_TIMEOUT_S",
+            ))? * 1000;
         }
         if let Some(c) = raw.concurrency {
             m.concurrency = checked(in_range("concurrency", c, &CONCURRENCY_RANGE))?;
@@ -356,10 +402,18 @@ impl Manifest {
     }
 
     /// When `ol.yaml` names no handler, the entry file decides: `f.py`
-    /// (OpenLambda's `f(event)`), else `lambda_function.py` (AWS Lambda's
-    /// `lambda_handler(event, context)`).
+    /// (OpenLambda's `f(event)`, or its `app`), else `lambda_function.py`
+    /// (AWS Lambda's `lambda_handler(event, context)`).
     /// `index.js` (or `runtime: node`) means Node's `exports.handler`.
+    /// OpenLambda's `OL_ENTRY_FILE` and `OL_WSGI_ENTRY` in `environment`
+    /// choose the file and the web app, as OpenLambda's worker reads them.
     pub fn pick_handler(&mut self, files: &[&str]) {
+        if !self.handler_named && self.runtime == Runtime::Python {
+            if let Some(handler) = self.openlambda_entry() {
+                self.handler = handler;
+                return;
+            }
+        }
         let node = match (self.runtime_named, self.runtime) {
             (true, runtime) => runtime == Runtime::Node,
             (false, _) => {
@@ -383,6 +437,20 @@ impl Manifest {
         }
     }
 
+    /// `module.attribute` from `OL_ENTRY_FILE` (default `f.py`) and
+    /// `OL_WSGI_ENTRY` (default `f`, which falls back to `app`), when either
+    /// is set to something a Python handler can be.
+    fn openlambda_entry(&self) -> Option<String> {
+        let file = self.environment.get("OL_ENTRY_FILE");
+        let entry = self.environment.get("OL_WSGI_ENTRY");
+        if file.is_none() && entry.is_none() {
+            return None;
+        }
+        let module = file.map_or("f", |f| f.strip_suffix(".py").unwrap_or(f));
+        let entry = entry.map_or("f", String::as_str);
+        parse_handler(&format!("{}.{entry}", module.replace('/', "."))).ok()
+    }
+
     /// The file the handler's module lives in, e.g. `f.py` for `f.f`,
     /// `index.js` for Node's `index.handler`.
     pub fn handler_file(&self) -> String {
@@ -395,6 +463,22 @@ impl Manifest {
         self.handler
             .rsplit_once('.')
             .expect("handler was parsed as module.function")
+    }
+}
+
+/// [`in_range`] for a limit whose maximum is an operator's `setting`: a
+/// value above it says which setting raises it.
+fn within<T: PartialOrd + fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    setting: &str,
+) -> Result<T, String> {
+    let checked = in_range(key, value, &range);
+    if value > *range.end() {
+        checked.map_err(|e| format!("{e} (the operator may raise the maximum with {setting})"))
+    } else {
+        checked
     }
 }
 
@@ -435,7 +519,9 @@ mod tests {
         assert!(FunctionName::parse(&"a".repeat(64)).is_err());
         assert!(FunctionName::parse("").is_err());
         assert!(FunctionName::parse("Hello").unwrap_err().contains("'H'"));
-        assert!(FunctionName::parse("a_b").is_err());
+        assert!(FunctionName::parse("max_mem_alloc").is_ok());
+        assert!(FunctionName::parse("_a").is_err());
+        assert!(FunctionName::parse("a_").is_err());
         assert!(FunctionName::parse("-a").is_err());
         assert!(FunctionName::parse("a/b").is_err());
     }
@@ -464,6 +550,50 @@ mod tests {
         assert_eq!(m.environment["N"], "3");
         assert_eq!(m.http_methods, Some(vec!["GET".into(), "POST".into()]));
         assert_eq!((m.concurrency, m.max_concurrency), (4, 10));
+    }
+
+    #[test]
+    fn openlambda_entry_settings_choose_the_handler() {
+        let picked = |yaml: &str, files: &[&str]| {
+            let mut m = Manifest::parse(yaml).unwrap();
+            m.pick_handler(files);
+            m.handler
+        };
+        let file = "environment:\n  OL_ENTRY_FILE: app.py\n";
+        assert_eq!(picked(file, &["app.py"]), "app.f");
+        let both = "environment:\n  OL_ENTRY_FILE: main.py\n  OL_WSGI_ENTRY: my_app\n";
+        assert_eq!(picked(both, &["main.py"]), "main.my_app");
+        assert_eq!(
+            picked("environment:\n  OL_WSGI_ENTRY: web\n", &["f.py"]),
+            "f.web"
+        );
+        // A named handler wins over the settings.
+        assert_eq!(picked(&format!("handler: x.y\n{file}"), &["x.py"]), "x.y");
+        // A value no module can have is left for the missing-file error.
+        let bad = "environment:\n  OL_ENTRY_FILE: 1-x.py\n";
+        assert_eq!(picked(bad, &["f.py"]), "f.f");
+    }
+
+    #[test]
+    fn maxima_bound_limits_and_name_their_settings() {
+        let err = Manifest::parse("timeout_s: 3600").unwrap_err();
+        assert!(
+            err.contains("use 1 to 900") && err.contains("OL_MAX_TIMEOUT_S"),
+            "{err}"
+        );
+        let raised = Maxima {
+            memory_mb: 4096,
+            timeout_s: 3600,
+        };
+        let m = Manifest::parse_within("timeout_s: 3600\nmemory_mb: 2000", &raised).unwrap();
+        assert_eq!((m.timeout_ms, m.memory_mb), (3_600_000, 2000));
+        let err = Manifest::parse_within("memory_mb: 8000", &raised).unwrap_err();
+        assert!(
+            err.contains("use 64 to 4096") && err.contains("OL_MAX_MEMORY_MB"),
+            "{err}"
+        );
+        let err = Manifest::parse("memory_mb: 1").unwrap_err();
+        assert!(!err.contains("OL_MAX"), "{err}");
     }
 
     #[test]

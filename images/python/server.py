@@ -24,7 +24,13 @@ Handler styles, chosen by what the handler is:
   - OpenLambda: def f(event): the event is the JSON body, the result its JSON;
   - AWS Lambda: def lambda_handler(event, context): the function URL payload
     format 2.0 in, the function URL response format out;
-  - WSGI or ASGI app: a module attribute named `app`.
+  - WSGI or ASGI app: a module attribute named `app` (taken when the module
+    has no `f`, as OpenLambda does), or the one OL_WSGI_ENTRY names; ASGI
+    when its __call__ is async.
+
+A call through OpenLambda's /run comes in HTTP mode with "run": true in the
+request description: a web app gets the request as it is (SCRIPT_NAME
+/run/NAME), f(event) the JSON body as its event ({} when empty).
 
 A handler exception answers 500 with {"error": {"type", "message"}} and the
 header X-Ol-Status: error. What a call prints (stdout, stderr, its traceback)
@@ -47,7 +53,7 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes
 
 SOCKET_PATH = os.environ.get("OL_SOCKET", "/host/sock/ol.sock")
 LOG_LIMIT = 64 * 1024
@@ -55,6 +61,10 @@ LOG_LIMIT = 64 * 1024
 # refused, and every reply carries X-Ol-Protocol.
 PROTOCOL = 1
 CUT_MARKER = "\n[output cut at 64 KiB]\n"
+# Headers that frame a message: set here for the whole reply, never taken
+# from an app (images/PROTOCOL.md).
+FRAMING_HEADERS = ("content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                   "trailer", "upgrade")
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript",
               "application/x-www-form-urlencoded", "+json", "+xml")
 
@@ -110,7 +120,7 @@ def _error(kind, message):
 
 def detect_style(name, fn):
     """OpenLambda f(event), AWS (event, context), or a WSGI/ASGI app."""
-    if name == "app":
+    if name == "app" or name == os.environ.get("OL_WSGI_ENTRY"):
         call = fn if inspect.isfunction(fn) else getattr(fn, "__call__", fn)
         return "asgi" if inspect.iscoroutinefunction(call) else "wsgi"
     try:
@@ -119,6 +129,15 @@ def detect_style(name, fn):
     except (TypeError, ValueError):
         return "openlambda"
     return "aws" if len(params) >= 2 else "openlambda"
+
+
+def entry_name(module, function):
+    """The attribute to call: `function`, except that OpenLambda's default
+    `f` falls back to a web app named `app` when the module has no `f`."""
+    if function == "f" and not callable(getattr(module, "f", None)) \
+            and callable(getattr(module, "app", None)):
+        return "app"
+    return function
 
 
 def is_text(content_type):
@@ -226,8 +245,9 @@ def aws_response(result):
 def wsgi_call(app, meta, body):
     environ = {
         "REQUEST_METHOD": meta.get("method", "GET"),
-        "SCRIPT_NAME": "",
-        "PATH_INFO": meta.get("path", "/"),
+        "SCRIPT_NAME": meta.get("scriptName", ""),
+        # PEP 3333: the path percent-decoded, its bytes as latin-1.
+        "PATH_INFO": unquote_to_bytes(meta.get("path", "/")).decode("latin-1"),
         "QUERY_STRING": meta.get("query", ""),
         "SERVER_NAME": "openlambda",
         "SERVER_PORT": "80",
@@ -275,10 +295,10 @@ def asgi_call(app, meta, body):
         "http_version": "1.1",
         "method": meta.get("method", "GET"),
         "scheme": "http",
-        "path": meta.get("path", "/"),
+        "path": unquote(meta.get("path", "/")),
         "raw_path": meta.get("path", "/").encode(),
         "query_string": meta.get("query", "").encode(),
-        "root_path": "",
+        "root_path": meta.get("scriptName", ""),
         "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in meta.get("headers", [])],
         "client": (meta.get("sourceIp", ""), 0),
         "server": ("openlambda", 80),
@@ -306,9 +326,10 @@ def asgi_call(app, meta, body):
 
 
 def openlambda_http(meta, body):
-    """f(event) behind a function URL: the event is the JSON body."""
+    """f(event) behind a function URL: the event is the JSON body (empty is
+    null there, {} on /run as OpenLambda gives)."""
     try:
-        event = json.loads(body) if body.strip() else None
+        event = json.loads(body) if body.strip() else ({} if meta.get("run") else None)
     except ValueError as exc:
         message = "the body must be JSON (it is the handler's event): %s" % exc
         return 400, [("Content-Type", "application/json")], json.dumps(
@@ -332,10 +353,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         has_type = False
         for name, value in headers:
-            # X-Ol-* frames the reply (PROTOCOL.md): a handler's own is dropped.
-            if name.lower().startswith("x-ol-"):
+            lower = name.lower()
+            # This reply's framing is ours alone (one Content-Length for the
+            # body and the captured output): an app's own framing headers
+            # describe only its body and would contradict it.
+            if lower in FRAMING_HEADERS or lower.startswith("x-ol-"):
                 continue
-            has_type = has_type or name.lower() == "content-type"
+            has_type = has_type or lower == "content-type"
             self.send_header(name, value)
         if not has_type:
             self.send_header("Content-Type", "application/json")
@@ -381,19 +405,21 @@ class Handler(BaseHTTPRequestHandler):
             sys.path.insert(0, code_dir)
             os.chdir(code_dir)
             module = importlib.import_module(spec["module"])
-            fn = getattr(module, spec["function"], None)
+            name = entry_name(module, spec["function"])
+            fn = getattr(module, name, None)
             if not callable(fn):
                 raise AttributeError(
                     "module %s has no function %s" % (spec["module"], spec["function"])
+                    + (" and no app" if spec["function"] == "f" else "")
                 )
         except BaseException as exc:  # noqa: BLE001 - report every load failure
             traceback.print_exc()
             self._send(500, _error(type(exc).__name__, str(exc)))
             return
         handler_fn = fn
-        style = detect_style(spec["function"], fn)
+        style = detect_style(name, fn)
         loaded = {
-            "handler": "%s.%s" % (spec["module"], spec["function"]),
+            "handler": "%s.%s" % (spec["module"], name),
             "function_name": spec.get("function_name", ""),
             "version": spec.get("version", ""),
             "memory_mb": spec.get("memory_mb", 0),
@@ -422,13 +448,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(status, None, raw=body, headers=headers, output=end_capture())
 
-    def _event_call(self, raw):
+    def _event_call(self, raw, meta=None, empty=None):
         try:
-            event = json.loads(raw) if raw.strip() else None
+            event = json.loads(raw) if raw.strip() else empty
         except ValueError as exc:
             return 400, [], json.dumps(_error("InvalidEvent", "event is not JSON: %s" % exc)).encode()
         if style == "aws":
-            result = handler_fn(event, LambdaContext({}))
+            result = handler_fn(event, LambdaContext(meta or {}))
         elif style in ("wsgi", "asgi"):
             raise TypeError("a web app is called through its function URL (/fn/NAME), not /run")
         else:
@@ -436,6 +462,9 @@ class Handler(BaseHTTPRequestHandler):
         return 200, [], json.dumps(result).encode()
 
     def _http_call(self, meta, body):
+        if meta.get("run") and style == "aws":
+            # /run: the JSON body is the event, as for f(event).
+            return self._event_call(body, meta, empty={})
         if style == "aws":
             return aws_response(handler_fn(aws_event(meta, body), LambdaContext(meta)))
         if style == "wsgi":

@@ -110,8 +110,9 @@ async fn deploy(
 
     // Every check runs in memory before anything is written.
     let max_entries = state.settings.packages.zip_max_entries;
+    let maxima = state.settings.packages.maxima;
     let (zip, inspected) = tokio::task::spawn_blocking(move || {
-        let inspected = code::inspect_upload(&zip, max_entries);
+        let inspected = code::inspect_upload(&zip, max_entries, &maxima);
         (zip, inspected)
     })
     .await

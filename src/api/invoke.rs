@@ -1,12 +1,14 @@
-//! Calling functions: the function URL (`/fn/{name}/...`, any method) and
-//! OpenLambda's `POST /run/{name}`.
+//! Calling functions: the function URL (`/fn/{name}/...`) and OpenLambda's
+//! `/run/{name}/...`, any method on both.
 //!
-//! `/run` sends the JSON body as the event and answers the JSON of the
-//! result. The function URL hands the runtime the whole request (method,
-//! path below `/fn/{name}`, query, headers, body); the runtime turns it into
-//! the handler's event (the JSON body for `def f(event)`, the function URL
-//! payload 2.0 for AWS-style handlers, the request itself for WSGI/ASGI
-//! apps) and answers with the function's HTTP response, passed through.
+//! Both hand the runtime the whole request (method, path below the name,
+//! query, headers, body, and the prefix as `SCRIPT_NAME`); the runtime turns
+//! it into the handler's event and answers with the function's HTTP
+//! response, passed through. Where the conventions differ, the function URL
+//! follows AWS (payload 2.0 for AWS-style handlers, an empty body is `null`
+//! for `def f(event)`) and `/run` follows OpenLambda (the JSON body is the
+//! event of either style, `{}` when empty; a web app gets the request as it
+//! is). Node handlers take an event only, so `/run` sends them the JSON body.
 
 use std::net::SocketAddr;
 
@@ -14,13 +16,14 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::any;
 use axum::Router;
 use bytes::Bytes;
 
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::call::{self, CallResult, Outcome};
+use crate::manifest::Runtime;
 use crate::pool::AcquireError;
 use crate::sandbox::{error_parts, Failure, Payload, RequestMeta};
 use uuid::Uuid;
@@ -31,14 +34,49 @@ const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/fn/{name}", any(function_url))
-        .route("/fn/{name}/{*path}", any(function_url_path))
-        .route("/run/{name}", post(run))
+        .route("/fn/{name}/", any(function_url))
+        .route("/fn/{name}/{*path}", any(function_url))
+        .route("/run/{name}", any(run))
+        .route("/run/{name}/", any(run))
+        .route("/run/{name}/{*path}", any(run))
+        .route("/run", any(no_name))
+        .route("/run/", any(no_name))
+        .route("/fn", any(no_name))
+        .route("/fn/", any(no_name))
 }
 
-/// Where a call came from and what it asked for (function URLs).
+/// `/run` or `/fn` with no function named: say how to call one.
+async fn no_name() -> ApiError {
+    ApiError::not_found("name the function: /run/NAME or /fn/NAME, then any path below it")
+}
+
+/// Which URL a call came in on; where AWS's and OpenLambda's conventions
+/// differ, the function URL follows AWS and `/run` follows OpenLambda.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `/fn/{name}/...`: AWS Lambda's function URL.
+    Fn,
+    /// `/run/{name}/...`: OpenLambda's; a web app gets the request as it is,
+    /// `f(event)` the JSON body (`{}` when empty).
+    Run,
+}
+
+impl Route {
+    fn prefix(self) -> &'static str {
+        match self {
+            Route::Fn => "/fn/",
+            Route::Run => "/run/",
+        }
+    }
+}
+
+/// Where a call came from and what it asked for.
 struct HttpCall {
+    route: Route,
     method: Method,
-    /// The path below `/fn/{name}`, from `/`.
+    /// The route's prefix with the name: a web app's `SCRIPT_NAME`.
+    script_name: String,
+    /// The path below `script_name`, from `/`, as sent (not percent-decoded).
     path: String,
     query: String,
     headers: HeaderMap,
@@ -47,61 +85,82 @@ struct HttpCall {
 
 async fn function_url(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(params): Path<Vec<(String, String)>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let call = HttpCall {
-        method: parts.method,
-        path: "/".into(),
-        query: parts.uri.query().unwrap_or_default().to_string(),
-        headers: parts.headers,
-        source,
-    };
-    invoke(state, name, Some(call), None, body).await
-}
-
-async fn function_url_path(
-    State(state): State<AppState>,
-    Path((name, path)): Path<(String, String)>,
-    ConnectInfo(source): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    // The raw path, as sent (the extractor's copy is percent-decoded).
-    let raw = parts.uri.path();
-    let prefix = format!("/fn/{name}");
-    let below = raw.strip_prefix(&prefix).filter(|p| p.starts_with('/'));
-    let call = HttpCall {
-        method: parts.method.clone(),
-        path: below.map_or_else(|| format!("/{path}"), str::to_string),
-        query: parts.uri.query().unwrap_or_default().to_string(),
-        headers: parts.headers,
-        source,
-    };
-    invoke(state, name, Some(call), None, body).await
+    http_call(state, Route::Fn, params, source, request).await
 }
 
 async fn run(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    Path(params): Path<Vec<(String, String)>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    request: Request,
 ) -> Response {
-    invoke(state, name, None, Some(&headers), body).await
+    http_call(state, Route::Run, params, source, request).await
+}
+
+async fn http_call(
+    state: AppState,
+    route: Route,
+    params: Vec<(String, String)>,
+    source: SocketAddr,
+    request: Request,
+) -> Response {
+    let name = params
+        .into_iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let (parts, body) = request.into_parts();
+    let script_name = format!("{}{name}", route.prefix());
+    // The raw path, as sent (the extractor's copy is percent-decoded).
+    let below = parts
+        .uri
+        .path()
+        .strip_prefix(&script_name)
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/")
+        .to_string();
+    let call = HttpCall {
+        route,
+        method: parts.method,
+        script_name,
+        path: below,
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts.headers,
+        source,
+    };
+    invoke(state, name, call, Admission::ByCallersKey, body).await
 }
 
 /// `POST /api/v1/functions/{name}/run` on the management listener: the
 /// dashboard's "Call it" form, for a caller the management auth admitted
-/// (so no invoke key or rate limit). Only the result's JSON goes back: a
-/// handler's headers never reach the management origin.
+/// (so no invoke key or rate limit), called as OpenLambda's `/run` (the
+/// body is the event). Only the result's JSON goes back: a handler's headers
+/// never reach the management origin.
 pub async fn run_from_dashboard(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     body: Body,
 ) -> Response {
-    let mut response = invoke(state, name, None, None, body).await;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let call = HttpCall {
+        route: Route::Run,
+        method: Method::POST,
+        script_name: format!("{}{name}", Route::Run.prefix()),
+        path: "/".into(),
+        query: String::new(),
+        headers,
+        source,
+    };
+    let mut response = invoke(state, name, call, Admission::Admitted, body).await;
     let old = std::mem::take(response.headers_mut());
     let headers = response.headers_mut();
     for name in [header::RETRY_AFTER, HeaderName::from_static("x-request-id")] {
@@ -120,14 +179,20 @@ pub async fn run_from_dashboard(
     response
 }
 
-/// `http` is the function URL's request, `None` for `/run`; `guard` the
-/// headers a caller's credentials for the function are taken from, `None`
-/// when the management auth already admitted the caller.
+/// Who lets a call in.
+enum Admission {
+    /// The function's guard, from the call's own headers (invoke keys when
+    /// `auth: key`, the rate limit).
+    ByCallersKey,
+    /// The management auth already did (the dashboard's call form).
+    Admitted,
+}
+
 async fn invoke(
     state: AppState,
     name: String,
-    mut http: Option<HttpCall>,
-    guard: Option<&HeaderMap>,
+    mut http: HttpCall,
+    admission: Admission,
     body: Body,
 ) -> Response {
     let function = match state.catalog.get(&name).await {
@@ -142,28 +207,15 @@ async fn invoke(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let check = guard.or(http.as_ref().map(|h| &h.headers));
-    if let Some(headers) = check {
-        if let Err(e) = state.guard.admit(&state, &name, headers).await {
+    if let Admission::ByCallersKey = admission {
+        if let Err(e) = state.guard.admit(&state, &name, &http.headers).await {
             return e.into_response();
         }
     }
-    if let Some(http) = &mut http {
-        super::guard::strip_credentials(&mut http.headers, state.settings.admin_token.as_deref());
-    }
-    if let (Some(http), Some(allowed)) = (&http, &function.http_methods) {
+    super::guard::strip_credentials(&mut http.headers, state.settings.admin_token.as_deref());
+    if let Some(allowed) = &function.http_methods {
         if !allowed.iter().any(|m| m == http.method.as_str()) {
-            let mut error = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
-                    "{name} accepts {} (triggers.http in its ol.yaml), not {}",
-                    allowed.join(", "),
-                    http.method
-                ),
-            );
-            error.allow = Some(allowed.join(", "));
-            return error.into_response();
+            return method_not_allowed(&name, allowed, &http);
         }
     }
     let body = match read_body(body, state.settings.body_timeout).await {
@@ -171,12 +223,16 @@ async fn invoke(
         Err(e) => return e.into_response(),
     };
     let request_id = Uuid::new_v4();
-    let payload = match http {
-        None => match check_json(&body) {
+    let payload = match (http.route, function.runtime) {
+        // Node's handlers take an event only: /run gives it the JSON body.
+        (Route::Run, Runtime::Node) => match check_json(&body) {
+            Ok(()) if body.iter().all(u8::is_ascii_whitespace) => {
+                Payload::Event(Bytes::from_static(b"{}"))
+            }
             Ok(()) => Payload::Event(body),
             Err(e) => return e.into_response(),
         },
-        Some(http) => Payload::Http {
+        _ => Payload::Http {
             meta: describe(&http, request_id, function.timeout_ms),
             body,
         },
@@ -185,11 +241,47 @@ async fn invoke(
     respond(result, &name)
 }
 
+/// 405 for a method outside `triggers.http`, naming the allowed ones: JSON
+/// on the function URL, text on `/run` (as OpenLambda answers).
+fn method_not_allowed(name: &str, allowed: &[String], http: &HttpCall) -> Response {
+    let allow = allowed.join(", ");
+    match http.route {
+        Route::Fn => {
+            let message = format!(
+                "{name} accepts {allow} (triggers.http in its ol.yaml), not {}",
+                http.method
+            );
+            let mut error = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            );
+            error.allow = Some(allow);
+            error.into_response()
+        }
+        Route::Run => {
+            // OpenLambda's words exactly: its tests compare them.
+            let text = format!(
+                "HTTP method not allowed. Sent: {}, Allowed: [{}]\n",
+                http.method,
+                allowed.join(" ")
+            );
+            let mut response = (StatusCode::METHOD_NOT_ALLOWED, text).into_response();
+            if let Ok(allow) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            response
+        }
+    }
+}
+
 /// The request's description the runtime builds its event from.
 fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> RequestMeta {
     RequestMeta {
         method: http.method.as_str().to_string(),
         path: http.path.clone(),
+        script_name: http.script_name.clone(),
+        run: http.route == Route::Run,
         query: http.query.clone(),
         headers: http
             .headers

@@ -55,7 +55,7 @@ enum Command {
     Deploy {
         /// A folder holding the handler (f.py, ol.yaml, ...) or a zip of it.
         source: std::path::PathBuf,
-        /// The function's name: lowercase letters, digits and '-'.
+        /// The function's name: lowercase letters, digits, '-' and '_'.
         #[arg(long)]
         name: String,
     },

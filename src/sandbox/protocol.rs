@@ -62,8 +62,13 @@ pub struct LoadSpec<'a> {
 #[derive(Clone, Debug, Serialize)]
 pub struct RequestMeta {
     pub method: String,
-    /// The path below `/fn/{name}`, from `/`.
+    /// The path below `script_name`, from `/`.
     pub path: String,
+    /// `/fn/{name}` or `/run/{name}`: a web app's `SCRIPT_NAME`.
+    #[serde(rename = "scriptName")]
+    pub script_name: String,
+    /// Came in on OpenLambda's `/run`: its conventions apply.
+    pub run: bool,
     pub query: String,
     /// In order, repeats kept; values decoded lossily as UTF-8.
     pub headers: Vec<(String, String)>,
@@ -315,6 +320,8 @@ mod tests {
         let meta = RequestMeta {
             method: "POST".into(),
             path: "/a".into(),
+            script_name: "/fn/x".into(),
+            run: false,
             query: "x=1".into(),
             headers: vec![("h".into(), "v".into())],
             source_ip: "127.0.0.1".into(),

@@ -136,10 +136,10 @@ async fn get_list_and_delete() {
 async fn refuses_bad_names() {
     let app = spawn_app().await;
     let too_long = "a".repeat(64);
-    for name in ["Hello", "a_b", too_long.as_str(), "-x"] {
+    for name in ["Hello", "_a", too_long.as_str(), "-x"] {
         let message = refused(&app, name, zip_of(&[("f.py", ECHO)]), 400, "invalid_name").await;
         assert!(
-            message.contains("lowercase letters, digits and '-'"),
+            message.contains("lowercase letters, digits, '-' and '_'"),
             "{message}"
         );
     }
