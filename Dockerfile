@@ -14,8 +14,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /src/target/release/ol /usr/local/bin/ol
-ENV OL_LISTEN=0.0.0.0:8080 OL_DATA_DIR=/var/lib/openlambda
-EXPOSE 8080
+ENV OL_LISTEN=0.0.0.0:8080 OL_FUNCTIONS_LISTEN=0.0.0.0:8081 OL_DATA_DIR=/var/lib/openlambda
+EXPOSE 8080 8081
 HEALTHCHECK --interval=5s --timeout=3s --retries=30 CMD ["ol", "health"]
 ENTRYPOINT ["ol"]
 CMD ["serve"]

@@ -15,17 +15,28 @@ else
 fi
 id="$(date +%s)$$"
 export COMPOSE_PROJECT_NAME="oltest${id}"
-export OL_PORT OL_DATA_DIR OL_INSTANCE OL_BINARY OL_NETWORK OL_MANAGER_IMAGE OL_POSTGRES_IMAGE
+export OL_PORT OL_FUNCTIONS_PORT OL_BIND OL_ALLOWED_HOSTS OL_DATA_DIR OL_INSTANCE OL_BINARY \
+    OL_NETWORK OL_MANAGER_IMAGE OL_POSTGRES_IMAGE
 # Its own image tags, removed at the end.
 OL_MANAGER_IMAGE="openlambda-test/manager:${id}"
 OL_POSTGRES_IMAGE="openlambda-test/postgres:${id}"
-OL_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+OL_PORT=$(free_port)
+OL_FUNCTIONS_PORT=$(free_port)
+# Published on every interface, so that a request from this host's own
+# non-loopback address is a request from outside (no key, no entry).
+OL_BIND=0.0.0.0
+host_ip=$(hostname -I | awk '{print $1}')
+OL_ALLOWED_HOSTS="$host_ip"
 OL_DATA_DIR="/tmp/oltest-compose-${id}"
 OL_INSTANCE="test-compose-${id}"
 OL_NETWORK="openlambda-test"
 OL_BINARY="${OL_BINARY:-target/debug/ol}"
 export OL_BASE_IMAGE="${OL_BASE_IMAGE:-openlambda/base:bookworm}"
 export OL_URL="http://127.0.0.1:${OL_PORT}"
+fn_url="http://127.0.0.1:${OL_FUNCTIONS_PORT}"
+# No .env and no OL_ADMIN_TOKEN: the manager makes its first admin key.
+unset OL_ADMIN_TOKEN OL_API_KEY
 ol="$(pwd)/${OL_BINARY}"
 compose() { "${compose_cmd[@]}" -f docker-compose.yml -f docker-compose.offline.yml "$@"; }
 
@@ -88,10 +99,22 @@ step "compose: building and starting the offline stack (${compose_cmd[*]})"
 compose up -d --build
 wait_healthy
 
+step "compose: no key, no entry; the key from the log, as README says"
+(cd examples/hello && python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], "w"); z.write("f.py"); z.close()' "$OL_DATA_DIR.zip")
+expect "upload from $host_ip without a key" \
+    "$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/zip' \
+        --data-binary @"$OL_DATA_DIR.zip" "http://${host_ip}:${OL_PORT}/api/v1/functions/nokey")" 401
+rm -f "$OL_DATA_DIR.zip"
+OL_API_KEY=$(compose logs manager 2>/dev/null | grep -o 'OL_API_KEY=ol_[0-9A-Za-z_-]*' | tail -n1 | cut -d= -f2)
+export OL_API_KEY
+expect "the first admin key is in the manager's log" "$([ -n "$OL_API_KEY" ] && echo found)" found
+
 step "compose: deploy, call, billing"
-"$ol" deploy examples/hello --name hello
+expect "deploy with the key" "$("$ol" deploy examples/hello --name hello >/dev/null 2>&1 && echo deployed)" deployed
 expect "ol invoke" "$("$ol" invoke hello --data '{"name": "Ada"}')" '{"greeting": "Hello, Ada!"}'
-expect "function URL" "$(curl -fsS -d '{"name": "Bo"}' "$OL_URL/fn/hello")" '{"greeting": "Hello, Bo!"}'
+expect "function URL" "$(curl -fsS -d '{"name": "Bo"}' "$fn_url/fn/hello")" '{"greeting": "Hello, Bo!"}'
+expect "no function URL on the management port" \
+    "$(curl -s -d '{"name": "Bo"}' "$OL_URL/fn/hello" | grep -c greeting || true)" 0
 wait_invocations 2
 expect "billing counts both calls" "$(invocations)" 2
 
@@ -102,6 +125,13 @@ expect "function kept over a restart" "$("$ol" list | awk 'NR > 1 {print $1}')" 
 expect "call after restart" "$("$ol" invoke hello)" '{"greeting": "Hello, world!"}'
 wait_invocations 3
 expect "records kept over a restart" "$(invocations)" 3
+
+step "compose: rotate the admin key from inside the manager's container"
+old_key="$OL_API_KEY"
+OL_API_KEY=$(compose exec -T manager ol admin-key --rotate 2>/dev/null | tail -n1 | tr -d '\r')
+expect "the new key works" "$("$ol" list | awk 'NR > 1 {print $1}')" hello
+expect "the old key is refused" \
+    "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $old_key" "$OL_URL/api/v1/functions")" 401
 
 step "compose: down and up (volumes kept)"
 compose down

@@ -37,12 +37,19 @@ pub struct AppState {
     /// Where calls send their records (journaled, written in batches).
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Function URL auth modes and rate limits.
+    pub guard: Arc<crate::api::guard::Guard>,
+    /// Failed dashboard logins per source address.
+    pub logins: Arc<crate::ratelimit::LoginLimits>,
 }
 
-/// A manager ready to serve: database migrated, images built, port bound.
+/// A manager ready to serve: database migrated, images built, ports bound.
 pub struct Application {
     state: AppState,
+    /// Management API and dashboard (`OL_LISTEN`).
     listener: TcpListener,
+    /// Function URLs (`OL_FUNCTIONS_LISTEN`).
+    functions_listener: TcpListener,
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -58,7 +65,18 @@ pub async fn connect_docker() -> anyhow::Result<Docker> {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;
+        let functions_listener = TcpListener::bind(settings.functions_listen)
+            .await
+            .with_context(|| {
+                format!("binding OL_FUNCTIONS_LISTEN {}", settings.functions_listen)
+            })?;
+        // Port 0 becomes the port bound, so the URLs shown are true.
+        settings.listen = listener.local_addr()?;
+        settings.functions_listen = functions_listener.local_addr()?;
         let settings = Arc::new(settings);
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating OL_DATA_DIR {}", settings.data_dir.display()))?;
@@ -84,31 +102,43 @@ impl Application {
         }
         let code = CodeStore::new(&settings.data_dir);
         let pool = Pool::new(Arc::new(sandboxes.clone()), settings.pool.clone());
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding OL_LISTEN {}", settings.listen))?;
         let (recorder, writer) = Recorder::start(db.clone(), &settings.data_dir.join("journal"))?;
         tokio::spawn(expire_logs(db.clone(), settings.log_retention_days));
+        let catalog = Catalog::new(db.clone(), code.clone());
+        // Deploys on other nodes are seen at once through Postgres.
+        tokio::spawn(catalog.clone().follow());
         let state = AppState {
             installer,
             recorder,
             metrics: Arc::default(),
-            catalog: Catalog::new(db.clone(), code.clone()),
+            catalog,
             settings,
             db,
             code,
             sandboxes,
             pool,
+            guard: Arc::default(),
+            logins: Arc::default(),
         };
+        crate::api::auth::bootstrap(&state).await?;
         Ok(Self {
             state,
             listener,
+            functions_listener,
             writer,
         })
     }
 
+    /// The management listener's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The function listener's address.
+    pub fn functions_addr(&self) -> SocketAddr {
+        self.functions_listener
             .local_addr()
             .expect("bound listener has an address")
     }
@@ -123,14 +153,41 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let router = crate::api::router(self.state.clone());
-        tracing::info!(addr = %self.local_addr(), "openlambda manager listening");
-        let served = axum::serve(
+        tracing::info!(
+            management = %self.local_addr(),
+            functions = %self.functions_addr(),
+            "openlambda manager listening"
+        );
+        let settings = &self.state.settings;
+        let limits = crate::serve::Limits {
+            max_connections: settings.max_connections,
+            header_timeout: settings.header_timeout,
+            body_timeout: settings.body_timeout,
+        };
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stopped = |stop: &tokio::sync::broadcast::Sender<()>| {
+            let mut rx = stop.subscribe();
+            async move {
+                let _ = rx.recv().await;
+            }
+        };
+        let management = crate::serve::serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+            crate::api::router(self.state.clone()),
+            limits,
+            stopped(&stop),
+        );
+        let functions = crate::serve::serve(
+            self.functions_listener,
+            crate::api::functions_router(self.state.clone()),
+            limits,
+            stopped(&stop),
+        );
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(());
+        };
+        tokio::join!(management, functions, signal);
         self.state.pool.shutdown().await;
         // Records reach Postgres before the manager stops; if it is away,
         // they wait in the journal for the next start.
@@ -142,7 +199,7 @@ impl Application {
         }
         self.writer.abort();
         self.state.db.close().await;
-        served.context("serving HTTP")
+        Ok(())
     }
 }
 

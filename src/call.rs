@@ -113,10 +113,19 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
         billed: CallStatus::NOT_FOUND.billed,
         logs: None,
     };
-    state.metrics.observe(&record);
     state.recorder.record(&record);
+    // One metric series for every unknown name: names a caller makes up
+    // must not add series (or memory) without bound.
+    state.metrics.observe(&Record {
+        function: UNKNOWN_FUNCTION.into(),
+        ..record
+    });
     request_id
 }
+
+/// The `function` label of calls to names that are not deployed; not a
+/// valid function name, so it never clashes with one.
+pub const UNKNOWN_FUNCTION: &str = "(unknown)";
 
 /// Runs one call of `function` with `event` (JSON bytes). The work runs in
 /// its own task: a caller that hangs up does not stop the call half-way, so

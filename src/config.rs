@@ -17,13 +17,39 @@ use anyhow::{bail, Context};
 pub struct Settings {
     /// Postgres connection string (`DATABASE_URL`).
     pub database_url: String,
-    /// Address the HTTP server binds (`OL_LISTEN`); port 0 picks a free port.
+    /// Address the management API and dashboard bind (`OL_LISTEN`); port 0
+    /// picks a free port.
     pub listen: SocketAddr,
+    /// Address the function URLs bind (`OL_FUNCTIONS_LISTEN`): another
+    /// origin than the management's, so no browser sends a platform
+    /// credential to a function.
+    pub functions_listen: SocketAddr,
+    /// Base URL of the function listener as callers reach it
+    /// (`OL_FUNCTIONS_URL`, e.g. `https://fn.example.com`); by default the
+    /// management request's host name with the function listener's port.
+    pub functions_url: Option<String>,
+    /// Serves the management API without any credential
+    /// (`OL_INSECURE_NO_AUTH=1`); refused unless `OL_LISTEN` is loopback.
+    pub insecure_no_auth: bool,
+    /// Host names the management listener answers for besides the loopback
+    /// names (`OL_ALLOWED_HOSTS`, comma-separated).
+    pub allowed_hosts: Vec<String>,
+    /// How long a dashboard session lasts (`OL_SESSION_TTL_S`).
+    pub session_ttl: Duration,
+    /// Connections each listener holds at once (`OL_MAX_CONNECTIONS`);
+    /// more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and that an idle
+    /// keep-alive connection is kept (`OL_HEADER_TIMEOUT_S`).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body (`OL_BODY_TIMEOUT_S`).
+    pub body_timeout: Duration,
     /// Root of everything on disk: code store, sandboxes, packages (`OL_DATA_DIR`).
     pub data_dir: PathBuf,
     /// Image the runtime images are built from (`OL_BASE_IMAGE`).
     pub base_image: String,
-    /// When set, every management call needs `Authorization: Bearer <token>`.
+    /// An admin key the operator chose (`OL_ADMIN_TOKEN`), kept as the key
+    /// named `admin-token`; unset, the manager makes its own on first start.
     pub admin_token: Option<String>,
     /// CA bundle handed to package installs (`OL_CA_BUNDLE`).
     pub ca_bundle: Option<PathBuf>,
@@ -157,6 +183,28 @@ impl Settings {
                  postgres://openlambda:openlambda@127.0.0.1:5432/openlambda",
             )?,
             listen: parse_or(&get, "OL_LISTEN", "127.0.0.1:8080".parse()?)?,
+            functions_listen: parse_or(&get, "OL_FUNCTIONS_LISTEN", "127.0.0.1:8081".parse()?)?,
+            functions_url: text("OL_FUNCTIONS_URL").map(|u| u.trim_end_matches('/').to_string()),
+            insecure_no_auth: parse_or(&get, "OL_INSECURE_NO_AUTH", 0u8)? == 1,
+            allowed_hosts: text("OL_ALLOWED_HOSTS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            session_ttl: Duration::from_secs(
+                positive(parse_or(&get, "OL_SESSION_TTL_S", 43_200)?)
+                    .context("OL_SESSION_TTL_S must be at least 1")?,
+            ),
+            max_connections: parse_or(&get, "OL_MAX_CONNECTIONS", 4096)?,
+            header_timeout: Duration::from_secs(
+                positive(parse_or(&get, "OL_HEADER_TIMEOUT_S", 10)?)
+                    .context("OL_HEADER_TIMEOUT_S must be at least 1")?,
+            ),
+            body_timeout: Duration::from_secs(
+                positive(parse_or(&get, "OL_BODY_TIMEOUT_S", 60)?)
+                    .context("OL_BODY_TIMEOUT_S must be at least 1")?,
+            ),
             data_dir,
             base_image: base_image(&get),
             admin_token: text("OL_ADMIN_TOKEN"),
@@ -240,12 +288,12 @@ impl Settings {
 }
 
 /// What the `ol` client commands need: where the manager is (`OL_URL`) and
-/// the token to send it (`OL_ADMIN_TOKEN`).
+/// the key to send it (`OL_API_KEY`, else `OL_ADMIN_TOKEN`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClientSettings {
     /// The manager's base URL, without a trailing `/`.
     pub url: String,
-    pub admin_token: Option<String>,
+    pub api_key: Option<String>,
 }
 
 impl ClientSettings {
@@ -259,7 +307,10 @@ impl ClientSettings {
             .unwrap_or_else(|| "http://127.0.0.1:8080".into());
         Self {
             url: url.trim_end_matches('/').to_string(),
-            admin_token: get("OL_ADMIN_TOKEN").filter(|t| !t.is_empty()),
+            api_key: get("OL_API_KEY")
+                .or_else(|| get("OL_ADMIN_TOKEN"))
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
         }
     }
 }
@@ -345,6 +396,21 @@ mod tests {
         assert_eq!(s.pool.prewarm_runtimes, ["python", "node"]);
         assert!(s.pool.memory_budget_mb > 0);
         assert!(s.pip_index_url.is_none());
+        assert_eq!(s.functions_listen.to_string(), "127.0.0.1:8081");
+        assert!(!s.insecure_no_auth);
+        assert!(s.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn allowed_hosts_are_a_lowercase_list() {
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("OL_ALLOWED_HOSTS", " Ol.Example.com, ,10.0.0.5"),
+            ("OL_INSECURE_NO_AUTH", "1"),
+        ])
+        .unwrap();
+        assert_eq!(s.allowed_hosts, ["ol.example.com", "10.0.0.5"]);
+        assert!(s.insecure_no_auth);
     }
 
     #[test]
@@ -380,12 +446,14 @@ mod tests {
             client(&[]),
             ClientSettings {
                 url: "http://127.0.0.1:8080".into(),
-                admin_token: None
+                api_key: None
             }
         );
         let c = client(&[("OL_URL", "http://h:9/"), ("OL_ADMIN_TOKEN", "t")]);
         assert_eq!(c.url, "http://h:9");
-        assert_eq!(c.admin_token.as_deref(), Some("t"));
+        assert_eq!(c.api_key.as_deref(), Some("t"));
+        let c = client(&[("OL_API_KEY", "k"), ("OL_ADMIN_TOKEN", "t")]);
+        assert_eq!(c.api_key.as_deref(), Some("k"));
     }
 
     #[test]

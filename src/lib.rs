@@ -30,6 +30,9 @@
 //! - [`meter`]: the billing formula, the record journal and its writer.
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 //! - [`store`]: Postgres tables, one file per table family.
+//! - [`serve`]: the HTTP server of both listeners, with connection and
+//!   header-time bounds.
+//! - [`ratelimit`]: function rate limits and the failed-login limit.
 //! - [`bench`]: `ol bench`, the pool's figures measured side by side.
 //! - [`testing`]: what tests and `ol bench` share: zips, throwaway databases.
 //! - [`cli`]: the `ol` command.
@@ -50,6 +53,8 @@ pub mod meter;
 pub mod metrics;
 pub mod packages;
 pub mod pool;
+pub mod ratelimit;
 pub mod sandbox;
+pub mod serve;
 pub mod store;
 pub mod testing;

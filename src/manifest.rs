@@ -116,6 +116,48 @@ pub struct Manifest {
     pub network: Network,
     /// Size of its writable `/tmp`, in MiB (`tmp_mb`).
     pub tmp_mb: u32,
+    /// Who may call the function URL: `none` (anyone) or `key` (a caller
+    /// with one of its invoke keys).
+    pub auth: &'static str,
+    /// Calls per second the function URL takes; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit` in `ol.yaml` (and PATCH): a token bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    /// Calls that may come at once above the rate (default: one second's).
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    /// Checks the numbers; fills in the burst.
+    pub fn checked(self) -> Result<Self, String> {
+        if !(self.per_second.is_finite() && (0.001..=100_000.0).contains(&self.per_second)) {
+            return Err(format!(
+                "rate_limit.per_second {} is out of range; use 0.001 to 100000",
+                self.per_second
+            ));
+        }
+        let burst = self.burst.unwrap_or(self.per_second.ceil() as u32).max(1);
+        Ok(Self {
+            per_second: self.per_second,
+            burst: Some(in_range("rate_limit.burst", burst, &(1..=100_000))?),
+        })
+    }
+}
+
+/// `auth` in `ol.yaml` (and PATCH).
+pub fn parse_auth(raw: &str) -> Result<&'static str, String> {
+    match raw {
+        "none" => Ok("none"),
+        "key" => Ok("key"),
+        other => Err(format!(
+            "auth {other:?} is not known; use auth: none (public) or auth: key (invoke keys)"
+        )),
+    }
 }
 
 /// A function's network: the internet but nothing local (the default), or
@@ -188,6 +230,8 @@ impl Default for Manifest {
             max_concurrency: 100,
             network: Network::Internet,
             tmp_mb: DEFAULT_TMP_MB,
+            auth: "none",
+            rate_limit: None,
         }
     }
 }
@@ -206,6 +250,8 @@ struct RawManifest {
     max_concurrency: Option<u32>,
     network: Option<String>,
     tmp_mb: Option<u32>,
+    auth: Option<String>,
+    rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +305,12 @@ impl Manifest {
         }
         if let Some(mb) = raw.tmp_mb {
             m.tmp_mb = checked(in_range("tmp_mb", mb, &TMP_MB_RANGE))?;
+        }
+        if let Some(auth) = raw.auth {
+            m.auth = checked(parse_auth(&auth))?;
+        }
+        if let Some(limit) = raw.rate_limit {
+            m.rate_limit = Some(checked(limit.checked())?);
         }
         for (key, value) in raw.environment.unwrap_or_default() {
             if !is_env_name(&key) {
@@ -449,5 +501,17 @@ mod tests {
             let err = Manifest::parse(yaml).unwrap_err();
             assert!(err.contains(needle), "{yaml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn auth_and_rate_limit() {
+        let m = Manifest::parse("auth: key\nrate_limit: {per_second: 2.5}\n").unwrap();
+        assert_eq!(m.auth, "key");
+        assert_eq!(m.rate_limit.unwrap().burst, Some(3));
+        assert_eq!(Manifest::parse("").unwrap().auth, "none");
+        let err = Manifest::parse("auth: open\n").unwrap_err();
+        assert!(err.contains("auth: none"), "{err}");
+        let err = Manifest::parse("rate_limit: {per_second: 0}\n").unwrap_err();
+        assert!(err.contains("per_second"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::pool::PoolStatus;
 use crate::store::invocations::Invocation;
@@ -48,6 +49,10 @@ pub struct Gauges {
     pub pool: PoolStatus,
     pub records_pending: usize,
     pub journal_bytes: u64,
+    /// The record writer's figures (see `meter::RecordStats`).
+    pub records: crate::meter::RecordStats,
+    /// Whether function changes are followed through Postgres notifications.
+    pub catalog_notified: bool,
 }
 
 /// The manager's metrics; one per manager, shared by every call.
@@ -63,6 +68,21 @@ pub struct Metrics {
     memory_budget: Gauge,
     records_pending: Gauge,
     journal_bytes: Gauge,
+    records: RecordMetrics,
+    catalog_notified: Gauge,
+}
+
+/// The record writer's health: what waits, for how long, what was set aside
+/// or is at risk. The recorder keeps running totals; the counters are moved
+/// up to them at each scrape.
+#[derive(Default)]
+struct RecordMetrics {
+    oldest_pending_seconds: Gauge<f64, AtomicU64>,
+    unjournaled: Gauge,
+    quarantined: Counter,
+    append_failures: Counter,
+    lost: Counter,
+    skipped_lines: Counter,
 }
 
 impl Default for Metrics {
@@ -79,6 +99,8 @@ impl Default for Metrics {
             memory_budget: Gauge::default(),
             records_pending: Gauge::default(),
             journal_bytes: Gauge::default(),
+            records: RecordMetrics::default(),
+            catalog_notified: Gauge::default(),
         };
         metrics.registered()
     }
@@ -143,6 +165,46 @@ impl Metrics {
         ] {
             r.register(name, help, gauge.clone());
         }
+        let rec = &self.records;
+        r.register(
+            "openlambda_records_oldest_pending_seconds",
+            "Age of the oldest call record not yet in Postgres (0: none)",
+            rec.oldest_pending_seconds.clone(),
+        );
+        r.register(
+            "openlambda_records_unjournaled",
+            "Call records only in memory because the journal refused them",
+            rec.unjournaled.clone(),
+        );
+        for (name, help, counter) in [
+            (
+                "openlambda_records_quarantined",
+                "Call records Postgres refused, set aside in quarantine.jsonl",
+                &rec.quarantined,
+            ),
+            (
+                "openlambda_journal_append_failures",
+                "Record journal appends that failed (disk full or unwritable)",
+                &rec.append_failures,
+            ),
+            (
+                "openlambda_records_lost",
+                "Call records lost: the journal refused them and the memory buffer was full",
+                &rec.lost,
+            ),
+            (
+                "openlambda_journal_skipped_lines",
+                "Journal lines skipped at start as not whole records",
+                &rec.skipped_lines,
+            ),
+        ] {
+            r.register(name, help, counter.clone());
+        }
+        r.register(
+            "openlambda_catalog_notified",
+            "1 while function changes arrive by Postgres notification; 0: cached functions expire after 2 s",
+            self.catalog_notified.clone(),
+        );
         self
     }
 
@@ -190,6 +252,9 @@ impl Metrics {
         self.records_pending
             .set(gauge_value(gauges.records_pending as u64));
         self.journal_bytes.set(gauge_value(gauges.journal_bytes));
+        self.records.set(&gauges.records);
+        self.catalog_notified
+            .set(i64::from(gauges.catalog_notified));
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -199,6 +264,21 @@ impl Metrics {
 /// Gauges hold an `i64`; no count or size here comes near its limit.
 fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl RecordMetrics {
+    fn set(&self, r: &crate::meter::RecordStats) {
+        self.oldest_pending_seconds.set(r.oldest_pending_seconds);
+        self.unjournaled.set(gauge_value(r.unjournaled as u64));
+        for (counter, total) in [
+            (&self.quarantined, r.quarantined),
+            (&self.append_failures, r.append_failures),
+            (&self.lost, r.lost),
+            (&self.skipped_lines, r.skipped_lines),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +314,12 @@ mod tests {
             },
             records_pending: 2,
             journal_bytes: 3,
+            records: crate::meter::RecordStats {
+                quarantined: 4,
+                oldest_pending_seconds: 1.5,
+                ..Default::default()
+            },
+            catalog_notified: true,
         })
     }
 
@@ -248,6 +334,10 @@ mod tests {
             "# HELP openlambda_invocations_total Calls, by function and outcome.",
             "# TYPE openlambda_invocations_total counter",
             "openlambda_invocations_total{function=\"f\",status=\"success\"} 2",
+            "# TYPE openlambda_records_quarantined_total counter",
+            "openlambda_records_quarantined_total 4",
+            "openlambda_records_oldest_pending_seconds 1.5",
+            "openlambda_catalog_notified 1",
             "openlambda_invocations_total{function=\"f\",status=\"throttled\"} 1",
             "# HELP openlambda_invocation_duration_seconds Handler time per call.",
             "# TYPE openlambda_invocation_duration_seconds histogram",

@@ -58,15 +58,38 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Postgres is away: calls of known functions still run, this does not.
+    pub fn database_unreachable(error: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %error, "Postgres unreachable");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "Postgres is unreachable, so this cannot be done now; calls of deployed \
+             functions keep working. Try again when the database is back.",
+        );
+        e.retry_after = Some(5);
+        e
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if crate::store::is_unreachable(&e) {
+            return Self::database_unreachable(e);
+        }
         Self::internal(format!("database: {e}"))
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        Self::internal(format!("{e:#}"))
+        match e.downcast_ref::<sqlx::Error>() {
+            Some(db) if crate::store::is_unreachable(db) => {
+                Self::database_unreachable(format!("{e:#}"))
+            }
+            _ => Self::internal(format!("{e:#}")),
+        }
     }
 }
 

@@ -4,10 +4,11 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::auth::Caller;
 use super::base_url;
 use super::error::ApiError;
 use crate::app::AppState;
@@ -80,6 +81,7 @@ fn parse_name(raw: &str) -> Result<FunctionName, ApiError> {
 
 async fn deploy(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -87,7 +89,10 @@ async fn deploy(
     let name = parse_name(&name)?;
     let zip = axum::body::to_bytes(body, MAX_ZIP_BYTES)
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            if let Some(late) = super::body_error(&e, state.settings.body_timeout) {
+                return late;
+            }
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -173,6 +178,7 @@ async fn deploy(
             &resolved.dirs,
         )
         .await?;
+        crate::store::access::put(&mut *tx, name.as_str(), &access_of(&inspected.manifest)).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(result)
     }
@@ -188,8 +194,19 @@ async fn deploy(
         }
     };
     state.catalog.invalidate(name.as_str());
+    state.guard.invalidate(name.as_str());
     // Containers of the old version go; the next call starts the new one.
     state.pool.retire(name.as_str());
+    let action = if created { "deploy" } else { "update" };
+    caller
+        .audit(
+            &state,
+            action,
+            Some(name.as_str()),
+            json!({ "version": function.version, "runtime": function.runtime,
+                    "auth": inspected.manifest.auth, "rate_limit": inspected.manifest.rate_limit }),
+        )
+        .await;
     tracing::info!(function = %name, version = %function.version, created, "deployed");
     let status = if created {
         StatusCode::CREATED
@@ -201,7 +218,33 @@ async fn deploy(
     // What the deploy did about packages, step by step.
     view["packages"] = json!(resolved.steps);
     view["packages_ms"] = json!(resolved.ms);
+    view["auth"] = json!(inspected.manifest.auth);
+    view["rate_limit"] = json!(inspected.manifest.rate_limit);
     Ok((status, Json(view)))
+}
+
+/// The access settings a manifest asks for.
+fn access_of(m: &crate::manifest::Manifest) -> crate::store::access::Access {
+    crate::store::access::Access {
+        auth: m.auth.to_string(),
+        rate_per_s: m.rate_limit.map(|r| r.per_second),
+        rate_burst: m.rate_limit.and_then(|r| r.burst).map(|b| b as i32),
+    }
+}
+
+/// A function's view with its access settings.
+async fn with_access(
+    state: &AppState,
+    view: FunctionView,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let access = crate::store::access::get(&state.db, &view.name).await?;
+    let mut value = serde_json::to_value(view).map_err(ApiError::internal)?;
+    value["auth"] = json!(access.auth);
+    value["rate_limit"] = match access.rate_per_s {
+        Some(rate) => json!({ "per_second": rate, "burst": access.rate_burst }),
+        None => serde_json::Value::Null,
+    };
+    Ok(Json(value))
 }
 
 async fn list(
@@ -221,51 +264,75 @@ async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<FunctionView>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let function = store::get(&state.db, name.as_str())
         .await?
         .ok_or_else(|| ApiError::function_not_found(name.as_str()))?;
-    Ok(Json(FunctionView::new(
-        function,
-        &base_url(&headers, &state),
-    )))
+    with_access(
+        &state,
+        FunctionView::new(function, &base_url(&headers, &state)),
+    )
+    .await
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
     if !store::delete(&state.db, name.as_str()).await? {
         return Err(ApiError::function_not_found(name.as_str()));
     }
+    crate::store::access::remove(&state.db, name.as_str()).await?;
+    caller
+        .audit(&state, "delete", Some(name.as_str()), json!({}))
+        .await;
     state.catalog.invalidate(name.as_str());
+    state.guard.invalidate(name.as_str());
     state.pool.retire(name.as_str());
     tracing::info!(function = %name, "deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PATCH` body: the scale-out limits, the settings that may change
-/// without a new code version.
+/// `PATCH` body: the scale-out limits and the URL's access settings, the
+/// settings that may change without a new code version.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Limits {
     concurrency: Option<u32>,
     max_concurrency: Option<u32>,
+    auth: Option<String>,
+    /// `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<crate::manifest::RateLimit>>,
+}
+
+/// Tells a key given as `null` (`Some(None)`) from a key left out (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 async fn set_limits(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<FunctionView>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_name(&name)?;
     let limits: Limits = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
-            format!("expected JSON like {{\"max_concurrency\": 10, \"concurrency\": 1}}: {e}"),
+            format!(
+                "expected JSON like {{\"max_concurrency\": 10, \"concurrency\": 1, \
+                 \"auth\": \"key\", \"rate_limit\": {{\"per_second\": 5, \"burst\": 10}}}}: {e}"
+            ),
         )
     })?;
     let check = |key, value: Option<u32>, range| {
@@ -280,15 +347,47 @@ async fn set_limits(
         limits.max_concurrency,
         &MAX_CONCURRENCY_RANGE,
     )?;
+    let auth = limits
+        .auth
+        .as_deref()
+        .map(crate::manifest::parse_auth)
+        .transpose()
+        .map_err(|m| ApiError::bad_request("invalid_auth", m))?;
+    let rate_limit = limits
+        .rate_limit
+        .map(|r| r.map(crate::manifest::RateLimit::checked).transpose())
+        .transpose()
+        .map_err(|m| ApiError::bad_request("out_of_range", m))?;
     let mut db = state.db.acquire().await?;
     let function = store::set_limits(&mut db, name.as_str(), concurrency, max_concurrency)
         .await?
         .ok_or_else(|| ApiError::function_not_found(name.as_str()))?;
+    if auth.is_some() || rate_limit.is_some() {
+        let mut access = crate::store::access::get(&mut *db, name.as_str()).await?;
+        if let Some(auth) = auth {
+            access.auth = auth.to_string();
+        }
+        if let Some(limit) = rate_limit {
+            access.rate_per_s = limit.map(|r| r.per_second);
+            access.rate_burst = limit.and_then(|r| r.burst).map(|b| b as i32);
+        }
+        crate::store::access::put(&mut *db, name.as_str(), &access).await?;
+    }
     state.catalog.invalidate(name.as_str());
-    Ok(Json(FunctionView::new(
-        function,
-        &base_url(&headers, &state),
-    )))
+    state.guard.invalidate(name.as_str());
+    caller
+        .audit(
+            &state,
+            "patch",
+            Some(name.as_str()),
+            serde_json::from_slice(&body).unwrap_or_default(),
+        )
+        .await;
+    with_access(
+        &state,
+        FunctionView::new(function, &base_url(&headers, &state)),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -300,7 +399,7 @@ struct RecentQuery {
 
 /// `limit=N`, 1 to 1000 (default 20). Taken as text, so that a bad value
 /// gets the API's JSON error rather than the extractor's.
-fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+pub(super) fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
     let limit = match raw.filter(|l| !l.is_empty()) {
         None => 20,
         Some(raw) => raw.parse::<i64>().map_err(|_| {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::Router;
@@ -59,7 +59,7 @@ async fn function_url(
         headers: parts.headers,
         source,
     };
-    invoke(state, name, Some(call), body).await
+    invoke(state, name, Some(call), None, body).await
 }
 
 async fn function_url_path(
@@ -80,15 +80,56 @@ async fn function_url_path(
         headers: parts.headers,
         source,
     };
-    invoke(state, name, Some(call), body).await
+    invoke(state, name, Some(call), None, body).await
 }
 
-async fn run(State(state): State<AppState>, Path(name): Path<String>, body: Body) -> Response {
-    invoke(state, name, None, body).await
+async fn run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    invoke(state, name, None, Some(&headers), body).await
 }
 
-/// `http` is the function URL's request; `None` for `/run`.
-async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Body) -> Response {
+/// `POST /api/v1/functions/{name}/run` on the management listener: the
+/// dashboard's "Call it" form, for a caller the management auth admitted
+/// (so no invoke key or rate limit). Only the result's JSON goes back: a
+/// handler's headers never reach the management origin.
+pub async fn run_from_dashboard(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    let mut response = invoke(state, name, None, None, body).await;
+    let old = std::mem::take(response.headers_mut());
+    let headers = response.headers_mut();
+    for name in [header::RETRY_AFTER, HeaderName::from_static("x-request-id")] {
+        if let Some(value) = old.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// `http` is the function URL's request, `None` for `/run`; `guard` the
+/// headers a caller's credentials for the function are taken from, `None`
+/// when the management auth already admitted the caller.
+async fn invoke(
+    state: AppState,
+    name: String,
+    mut http: Option<HttpCall>,
+    guard: Option<&HeaderMap>,
+    body: Body,
+) -> Response {
     let function = match state.catalog.get(&name).await {
         Ok(Some(f)) => f,
         Ok(None) => {
@@ -101,6 +142,15 @@ async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Bod
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let check = guard.or(http.as_ref().map(|h| &h.headers));
+    if let Some(headers) = check {
+        if let Err(e) = state.guard.admit(&state, &name, headers).await {
+            return e.into_response();
+        }
+    }
+    if let Some(http) = &mut http {
+        super::guard::strip_credentials(&mut http.headers, state.settings.admin_token.as_deref());
+    }
     if let (Some(http), Some(allowed)) = (&http, &function.http_methods) {
         if !allowed.iter().any(|m| m == http.method.as_str()) {
             let mut error = ApiError::new(
@@ -116,7 +166,7 @@ async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Bod
             return error.into_response();
         }
     }
-    let body = match read_body(body).await {
+    let body = match read_body(body, state.settings.body_timeout).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
@@ -157,15 +207,18 @@ fn describe(http: &HttpCall, request_id: Uuid, timeout_ms: i64) -> RequestMeta {
     }
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+/// The body, within the size bound and the body deadline (408 past it).
+async fn read_body(body: Body, deadline: std::time::Duration) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_EVENT_BYTES)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is over 6 MiB, the largest a call takes",
-            )
+        .map_err(|e| {
+            super::body_error(&e, deadline).unwrap_or_else(|| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is over 6 MiB, the largest a call takes",
+                )
+            })
         })
 }
 
@@ -191,7 +244,9 @@ fn respond(result: CallResult, name: &str) -> Response {
             *r.status_mut() = status;
             let headers = r.headers_mut();
             for (name, value) in reply.headers {
-                headers.append(name, value);
+                if super::guard::response_header_allowed(name.as_str(), value.as_bytes()) {
+                    headers.append(name, value);
+                }
             }
             if !headers.contains_key(header::CONTENT_TYPE) {
                 headers.insert(

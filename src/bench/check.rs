@@ -174,6 +174,8 @@ mod tests {
                 batched_per_s: f64::NAN,
                 single_per_s: f64::NAN,
                 batched_vs_single: f64::NAN,
+                append_us: f64::NAN,
+                append_fsync_us: f64::NAN,
             }),
             ..Report::default()
         };

@@ -76,6 +76,9 @@ impl Env {
         let vars = [
             ("DATABASE_URL", db.url().to_string()),
             ("OL_LISTEN", "127.0.0.1:0".into()),
+            ("OL_FUNCTIONS_LISTEN", "127.0.0.1:0".into()),
+            // A throwaway manager on loopback, driven only by this process.
+            ("OL_INSECURE_NO_AUTH", "1".into()),
             ("OL_DATA_DIR", data_dir.display().to_string()),
             ("OL_BASE_IMAGE", self.base_image.clone()),
             ("OL_INSTANCE", format!("bench-{label}-{id}")),
@@ -89,6 +92,7 @@ impl Env {
         tune(&mut settings);
         let app = Application::build(settings).await?;
         let addr = app.local_addr();
+        let functions_addr = app.functions_addr();
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
@@ -96,6 +100,7 @@ impl Env {
         }));
         Ok(Manager {
             addr,
+            functions_addr,
             state,
             data_dir,
             db,
@@ -129,6 +134,8 @@ impl Database {
 
 pub struct Manager {
     pub addr: SocketAddr,
+    /// The function listener (`/run`, `/fn`).
+    pub functions_addr: SocketAddr,
     pub state: AppState,
     pub data_dir: PathBuf,
     db: ThrowawayDatabase,
@@ -138,8 +145,12 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// `path` on the listener that serves it: function calls on the
+    /// function listener, the rest on the management listener.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", testing::base_url(self.addr))
+        let call = path.starts_with("/run/") || path.starts_with("/fn/");
+        let addr = if call { self.functions_addr } else { self.addr };
+        format!("{}{path}", testing::base_url(addr))
     }
 
     /// Deploys `f.py` (and `ol.yaml`) as `name`.

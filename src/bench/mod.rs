@@ -263,6 +263,11 @@ fn print_table(report: &Report) {
             "batched / one each".into(),
             f(w.batched_vs_single),
         ));
+        rows.push((
+            "writer".into(),
+            "journal append (us): plain / with fdatasync".into(),
+            format!("{:.1} / {:.1}", w.append_us, w.append_fsync_us),
+        ));
     }
     let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
     println!("\n{:<8} {:<width$}  figure", "scenario", "measure");

@@ -1,6 +1,7 @@
-//! The three scenarios. Each measures the platform and its yardstick in the
-//! same run, one after the other, so that their ratio means something on a
-//! shared, noisy machine.
+//! The scenarios of `ol bench`: warm, cold, burst and the record writer.
+//! Each measures the platform and its yardstick in the same run, one after
+//! the other, so that their ratio means something on a shared, noisy
+//! machine.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -309,6 +310,33 @@ pub struct Writer {
     /// One INSERT per record.
     pub single_per_s: f64,
     pub batched_vs_single: f64,
+    /// Microseconds per journal append as calls do it (a plain write).
+    pub append_us: f64,
+    /// The same with an `fdatasync` after each append (the price of
+    /// surviving a power cut, which the journal does not pay).
+    pub append_fsync_us: f64,
+}
+
+/// Microseconds per appended record line in a file under `dir`, with or
+/// without an `fdatasync` after each.
+fn append_cost(dir: &std::path::Path, line: &[u8], n: usize, sync: bool) -> anyhow::Result<f64> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("append-{sync}.jsonl"));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let started = Instant::now();
+    for _ in 0..n {
+        file.write_all(line)?;
+        if sync {
+            file.sync_data()?;
+        }
+    }
+    let us = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+    std::fs::remove_file(&path)?;
+    Ok(us)
 }
 
 /// Records per second into Postgres: the journal and its writer, batches,
@@ -339,6 +367,15 @@ pub async fn writer(env: &Env, options: &BenchOptions) -> anyhow::Result<Writer>
     }
     let journaled = n as f64 / started.elapsed().as_secs_f64();
     task.abort();
+    // The fsync question, on the same file system as the journal.
+    let mut line = serde_json::to_vec(&make(0))?;
+    line.push(b'\n');
+    let appends = n.clamp(100, 2000);
+    progress(format!(
+        "writer: {appends} appends, without and with fdatasync"
+    ));
+    let append_us = append_cost(&dir, &line, appends, false)?;
+    let append_fsync_us = append_cost(&dir, &line, appends, true)?;
     let _ = std::fs::remove_dir_all(&dir);
 
     progress(format!("writer: {n} records in batches of 1000"));
@@ -364,5 +401,7 @@ pub async fn writer(env: &Env, options: &BenchOptions) -> anyhow::Result<Writer>
         batched_per_s: batched,
         single_per_s: single,
         batched_vs_single: batched / single,
+        append_us,
+        append_fsync_us,
     })
 }

@@ -1,5 +1,6 @@
 //! The CLI's client of the HTTP API: `OL_URL` (default
-//! `http://127.0.0.1:8080`), with `OL_ADMIN_TOKEN` sent when set.
+//! `http://127.0.0.1:8080`), with the key of `OL_API_KEY` (else
+//! `OL_ADMIN_TOKEN`) sent when set.
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -52,7 +53,7 @@ impl Api {
         let settings = ClientSettings::from_env();
         Self {
             base: settings.url,
-            token: settings.admin_token,
+            token: settings.api_key,
             http: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -84,9 +85,10 @@ impl Api {
         })?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
-        if status == 401 {
+        if status == 401 && self.token.is_none() {
             return Err(anyhow!(
-                "the manager at {} wants an admin token: set OL_ADMIN_TOKEN",
+                "the manager at {} wants an API key: set OL_API_KEY (the manager printed an \
+                 admin key in its log on first start; `ol admin-key --rotate` makes a new one)",
                 self.base
             ));
         }

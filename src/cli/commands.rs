@@ -113,7 +113,9 @@ pub async fn invoke(
     let answer = api
         .send(
             Method::POST,
-            &format!("/run/{name}"),
+            // Through the management API, with the caller's key: the
+            // function listener may be on another address.
+            &format!("/api/v1/functions/{name}/run"),
             Some("application/json"),
             Bytes::from(body),
         )

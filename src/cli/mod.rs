@@ -1,6 +1,8 @@
 //! The `ol` command: `ol serve` runs the manager; the other subcommands are
-//! thin clients of its HTTP API (`OL_URL`, `OL_ADMIN_TOKEN`).
+//! thin clients of its HTTP API (`OL_URL`, `OL_API_KEY`), except
+//! `ol admin-key --rotate`, which works on the database.
 
+mod access;
 mod client;
 mod commands;
 
@@ -107,13 +109,38 @@ enum Command {
     /// Delete a function (its containers go; its records and bill stay).
     #[command(after_help = "Example:\n  ol delete hello")]
     Delete { name: String },
+    /// Management API keys (admin scope).
+    #[command(subcommand)]
+    Keys(access::KeysCommand),
+    /// Invoke keys of functions with `auth: key`.
+    #[command(subcommand, name = "invoke-keys")]
+    InvokeKeys(access::InvokeKeysCommand),
+    /// Who changed what, when, from where.
+    #[command(after_help = "Examples:\n  ol audit\n  ol audit --function hello")]
+    Audit {
+        #[arg(long)]
+        function: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Make a new admin key (named `admin`) directly in Postgres, for an
+    /// operator without a working key; needs DATABASE_URL.
+    #[command(
+        name = "admin-key",
+        after_help = "Example:\n  docker compose exec manager ol admin-key --rotate"
+    )]
+    AdminKey {
+        /// Replace the admin key and print the new one.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Only the manager logs by default; the others' output is their answer.
     let default_filter = match cli.command {
-        Command::Serve | Command::Images => "info",
+        Command::Serve | Command::Images | Command::AdminKey { .. } => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -166,6 +193,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             csv,
         } => commands::billing(&Api::from_env(), from, to, function, csv).await,
         Command::Delete { name } => commands::delete(&Api::from_env(), &name).await,
+        Command::Keys(command) => access::keys(&Api::from_env(), command).await,
+        Command::InvokeKeys(command) => access::invoke_keys(&Api::from_env(), command).await,
+        Command::Audit { function, limit } => {
+            access::audit(&Api::from_env(), function, limit).await
+        }
+        Command::AdminKey { rotate } => access::rotate_admin_key(rotate).await,
         Command::Health => {
             Api::from_env().get("/healthz").await?.ok()?;
             Ok(())

@@ -8,14 +8,21 @@
 //! segments in batches, and deletes each once it is in. Appends are plain
 //! writes without fsync: a killed process loses nothing (the data is in the
 //! kernel), a power cut may lose the last moments.
+//!
+//! Nothing in the journal can stop a start: a line that is not valid UTF-8
+//! or not a record (a disk that filled mid-write, a crash) is skipped and
+//! counted. A write that fails half-way is cut back to the last whole line
+//! before anything else is appended, so one bad write never spoils the next.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 
 use crate::store::invocations::Invocation;
 
@@ -26,12 +33,21 @@ pub struct Journal {
     pending: AtomicUsize,
     /// Bytes of journal on disk.
     bytes: AtomicU64,
+    /// Lines skipped at the start because they were not whole records.
+    skipped: AtomicU64,
+    /// When each segment's oldest record was made, by sequence number; for
+    /// the age of the oldest record not yet in Postgres.
+    oldest: Mutex<BTreeMap<u64, DateTime<Utc>>>,
 }
 
 struct Current {
     seq: u64,
     /// Opened at the first record of a segment.
     file: Option<File>,
+    /// Length of the segment up to its last whole line.
+    whole: u64,
+    /// A write failed part-way: the file must be cut back to `whole`.
+    torn: bool,
 }
 
 impl Journal {
@@ -39,11 +55,24 @@ impl Journal {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut last = 0;
-        let (mut pending, mut bytes) = (0, 0);
+        let (mut pending, mut bytes, mut skipped) = (0, 0, 0);
+        let mut oldest = BTreeMap::new();
         for (seq, path) in segments(dir)? {
             last = last.max(seq);
             bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            pending += read(&path)?.len();
+            let segment = read(&path)?;
+            pending += segment.records.len();
+            skipped += segment.skipped;
+            if let Some(first) = segment.records.iter().map(|r| r.started_at).min() {
+                oldest.insert(seq, first);
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                lines = skipped,
+                dir = %dir.display(),
+                "skipped journal lines that are not whole records (torn by a crash or a full disk)"
+            );
         }
         if pending > 0 {
             tracing::info!(
@@ -56,9 +85,13 @@ impl Journal {
             current: Mutex::new(Current {
                 seq: last + 1,
                 file: None,
+                whole: 0,
+                torn: false,
             }),
             pending: AtomicUsize::new(pending),
             bytes: AtomicU64::new(bytes),
+            skipped: AtomicU64::new(skipped),
+            oldest: Mutex::new(oldest),
         })
     }
 
@@ -73,15 +106,28 @@ impl Journal {
                 .append(true)
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
+            current.whole = file.metadata().map(|m| m.len()).unwrap_or(0);
             current.file = Some(file);
         }
-        current
-            .file
-            .as_mut()
-            .expect("opened above")
-            .write_all(&line)
-            .context("appending to the record journal")?;
-        drop(current);
+        let current = &mut *current;
+        let file = current.file.as_mut().expect("opened above");
+        if current.torn {
+            truncate(file, current.whole).context("cutting a torn line off the record journal")?;
+            current.torn = false;
+        }
+        if let Err(e) = write_line(file, &line) {
+            // Cut the partial line now if the disk lets us; else before
+            // the next append.
+            current.torn = truncate(file, current.whole).is_err();
+            return Err(e).context("appending to the record journal");
+        }
+        current.whole += line.len() as u64;
+        let seq = current.seq;
+        self.oldest
+            .lock()
+            .unwrap()
+            .entry(seq)
+            .or_insert(record.started_at);
         self.pending.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -91,7 +137,12 @@ impl Journal {
     /// segment, oldest first.
     pub fn seal(&self) -> anyhow::Result<Vec<PathBuf>> {
         let mut current = self.current.lock().unwrap();
-        if current.file.take().is_some() {
+        if let Some(file) = current.file.take() {
+            if current.torn && truncate(&file, current.whole).is_err() {
+                // Left for the reader, which skips a torn line.
+                tracing::warn!("could not cut a torn line off a sealed journal segment");
+            }
+            current.torn = false;
             current.seq += 1;
         }
         let open = current.seq;
@@ -112,10 +163,23 @@ impl Journal {
         }
         self.pending.fetch_sub(records, Ordering::Relaxed);
         self.bytes.fetch_sub(size, Ordering::Relaxed);
+        if let Some(seq) = sequence(path) {
+            self.oldest.lock().unwrap().remove(&seq);
+        }
     }
 
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// When the oldest record not yet in Postgres was made.
+    pub fn oldest(&self) -> Option<DateTime<Utc>> {
+        self.oldest.lock().unwrap().values().min().copied()
+    }
+
+    /// Lines skipped at the start (torn or not records).
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     pub fn bytes(&self) -> u64 {
@@ -127,17 +191,39 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:012}.jsonl"))
 }
 
+/// One write of a whole line; a test can make it fail (as a full disk
+/// would) part-way through.
+fn write_line(file: &mut File, line: &[u8]) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Some(cut) = tests::FAIL_AFTER.with(|f| f.get()) {
+        file.write_all(&line[..cut.min(line.len())])?;
+        return Err(std::io::Error::other("no space left on device (test)"));
+    }
+    file.write_all(line)
+}
+
+/// Cuts `file` back to `len` bytes; a test can make it fail.
+fn truncate(file: &File, len: u64) -> std::io::Result<()> {
+    #[cfg(test)]
+    if tests::FAIL_TRUNCATE.with(|f| f.get()) {
+        return Err(std::io::Error::other("no space left on device (test)"));
+    }
+    file.set_len(len)
+}
+
+fn sequence(path: &Path) -> Option<u64> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".jsonl"))
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
 /// Segments in `dir`, oldest first.
 fn segments(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
-        let seq = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".jsonl"))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(seq) = seq {
+        if let Some(seq) = sequence(&path) {
             found.push((seq, path));
         }
     }
@@ -145,28 +231,49 @@ fn segments(dir: &Path) -> anyhow::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// The records of a segment. A torn last line (a crash mid-write) is skipped.
-pub fn read(path: &Path) -> anyhow::Result<Vec<Invocation>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut records = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        if line.trim().is_empty() {
+/// What a segment holds.
+pub struct Segment {
+    pub records: Vec<Invocation>,
+    /// Lines that were not whole records: invalid UTF-8, not JSON, torn.
+    pub skipped: u64,
+}
+
+/// The records of a segment; lines that are not records are skipped.
+pub fn read(path: &Path) -> anyhow::Result<Segment> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut segment = Segment {
+        records: Vec::new(),
+        skipped: 0,
+    };
+    for line in bytes.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str(&line) {
-            Ok(record) => records.push(record),
+        match serde_json::from_slice(line) {
+            Ok(record) => segment.records.push(record),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "skipping a torn journal line")
+                segment.skipped += 1;
+                tracing::debug!(path = %path.display(), error = %e, "skipping a journal line that is not a record");
             }
         }
     }
-    Ok(records)
+    Ok(segment)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Makes this thread's appends fail after writing that many bytes.
+        pub static FAIL_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+        /// Makes this thread's truncations fail.
+        pub static FAIL_TRUNCATE: Cell<bool> = const { Cell::new(false) };
+    }
 
     fn record(n: i64) -> Invocation {
         Invocation {
@@ -192,12 +299,12 @@ mod tests {
         assert_eq!(sealed.len(), 2, "the old segment and the one just sealed");
         let all: Vec<i64> = sealed
             .iter()
-            .flat_map(|p| read(p).unwrap())
+            .flat_map(|p| read(p).unwrap().records)
             .map(|r| r.duration_ms)
             .collect();
         assert_eq!(all, [0, 1, 2, 3]);
         for path in &sealed {
-            let n = read(path).unwrap().len();
+            let n = read(path).unwrap().records.len();
             journal.done(path, n);
         }
         assert_eq!((journal.pending(), journal.bytes()), (0, 0));
@@ -212,6 +319,84 @@ mod tests {
         let path = journal.seal().unwrap().pop().unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"request_id\": \"tor").unwrap();
-        assert_eq!(read(&path).unwrap().len(), 1);
+        assert_eq!(read(&path).unwrap().records.len(), 1);
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped_and_counted_and_do_not_stop_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.append(&record(1)).unwrap();
+        journal.append(&record(2)).unwrap();
+        let path = journal.seal().unwrap().pop().unwrap();
+        drop(journal);
+        let good = std::fs::read(&path).unwrap();
+        let mut bytes = b"\xff\xfe not utf-8 \x80\n{not json}\n\"a string\"\n".to_vec();
+        bytes.extend_from_slice(&good);
+        bytes.extend_from_slice(b"{\"request_id\":\"\xc3");
+        std::fs::write(&path, bytes).unwrap();
+
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.pending(), 2);
+        assert_eq!(journal.skipped(), 4);
+        let durations: Vec<i64> = read(&path)
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| r.duration_ms)
+            .collect();
+        assert_eq!(durations, [1, 2]);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_torn_line_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.append(&record(1)).unwrap();
+        FAIL_AFTER.with(|f| f.set(Some(20)));
+        assert!(journal.append(&record(2)).is_err());
+        FAIL_AFTER.with(|f| f.set(None));
+        journal.append(&record(3)).unwrap();
+        assert_eq!(journal.pending(), 2);
+        let path = journal.seal().unwrap().pop().unwrap();
+        let segment = read(&path).unwrap();
+        assert_eq!(segment.skipped, 0, "no torn line between whole ones");
+        let durations: Vec<i64> = segment.records.iter().map(|r| r.duration_ms).collect();
+        assert_eq!(durations, [1, 3]);
+    }
+
+    #[test]
+    fn a_torn_tail_that_could_not_be_cut_is_cut_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.append(&record(1)).unwrap();
+        FAIL_AFTER.with(|f| f.set(Some(20)));
+        FAIL_TRUNCATE.with(|f| f.set(true));
+        assert!(journal.append(&record(2)).is_err());
+        FAIL_AFTER.with(|f| f.set(None));
+        // Still no room to cut it: nothing is appended after a torn line.
+        assert!(journal.append(&record(3)).is_err());
+        FAIL_TRUNCATE.with(|f| f.set(false));
+        journal.append(&record(4)).unwrap();
+        let path = journal.seal().unwrap().pop().unwrap();
+        let segment = read(&path).unwrap();
+        assert_eq!(segment.skipped, 0);
+        let durations: Vec<i64> = segment.records.iter().map(|r| r.duration_ms).collect();
+        assert_eq!(durations, [1, 4]);
+    }
+
+    #[test]
+    fn the_oldest_pending_record_is_known_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert!(journal.oldest().is_none());
+        let first = record(1);
+        journal.append(&first).unwrap();
+        journal.append(&record(2)).unwrap();
+        assert_eq!(journal.oldest(), Some(first.started_at));
+        for path in journal.seal().unwrap() {
+            journal.done(&path, 2);
+        }
+        assert!(journal.oldest().is_none());
     }
 }

@@ -7,9 +7,10 @@
 //! drifts; money is derived from the exact sums only at the end.
 
 mod journal;
+mod quarantine;
 mod writer;
 
-pub use writer::Recorder;
+pub use writer::{RecordStats, Recorder};
 
 use crate::config::BillingSettings;
 

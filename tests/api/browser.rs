@@ -160,6 +160,22 @@ impl Browser {
         .unwrap();
     }
 
+    /// Signs in on the login page with the test manager's admin key.
+    pub async fn sign_in(&self, app: &crate::helpers::TestApp) {
+        self.go(&app.url("/login")).await;
+        self.type_into("#login-key", crate::helpers::ADMIN_TOKEN)
+            .await;
+        self.click("#login-submit").await;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                self.url().await == app.url("/")
+            })
+            .await,
+            "signed in, at {}",
+            self.url().await
+        );
+    }
+
     /// Ends the session (closing Chromium); dropping self stops chromedriver.
     async fn quit(self) {
         let _ = self
@@ -213,7 +229,7 @@ async fn dashboard_upload_call_and_billing_in_a_browser() {
     std::fs::write(&zip_path, zip_of(&[("f.py", &handler)])).unwrap();
 
     let browser = Browser::start().await;
-    browser.go(&app.url("/")).await;
+    browser.sign_in(&app).await;
     assert!(browser.text("main").await.contains("No functions yet"));
     browser.screenshot("1-empty-dashboard").await;
 
@@ -274,6 +290,45 @@ async fn dashboard_upload_call_and_billing_in_a_browser() {
     );
     browser.screenshot("4-billing").await;
 
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sign_in_sign_out_and_session_expiry_in_a_browser() {
+    let app = crate::helpers::spawn_app_with(|s| s.session_ttl = Duration::from_secs(3)).await;
+    let browser = Browser::start().await;
+    browser.go(&app.url("/")).await;
+    assert_eq!(
+        browser.url().await,
+        app.url("/login"),
+        "no session: the login page"
+    );
+    browser.type_into("#login-key", "not-a-key").await;
+    browser.click("#login-submit").await;
+    assert!(browser.text("main").await.contains("not a valid API key"));
+
+    browser.sign_in(&app).await;
+    assert!(browser.text("main").await.contains("No functions yet"));
+    browser.click("#logout").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            browser.url().await == app.url("/login")
+        })
+        .await,
+        "signed out, at {}",
+        browser.url().await
+    );
+    browser.go(&app.url("/")).await;
+    assert_eq!(browser.url().await, app.url("/login"), "the session ended");
+
+    browser.sign_in(&app).await;
+    let expired = eventually(Duration::from_secs(15), || async {
+        browser.go(&app.url("/billing")).await;
+        browser.url().await == app.url("/login")
+    })
+    .await;
+    assert!(expired, "the session expires");
     browser.quit().await;
     app.stop().await;
 }

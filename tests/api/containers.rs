@@ -204,9 +204,9 @@ async fn start_after_a_crash_removes_what_was_left() {
         .unwrap();
     let env = ServeEnv::new(database.url().to_string());
     let docker = openlambda::app::connect_docker().await.unwrap();
-    let http = reqwest::Client::new();
+    let http = env.client();
     let run = |event: &'static str| {
-        http.post(format!("{}/run/orphan", env.base()))
+        http.post(format!("{}/run/orphan", env.fn_base()))
             .body(event)
             .send()
     };

@@ -20,8 +20,29 @@ use tokio::task::JoinHandle;
 
 pub use openlambda::testing::zip_of;
 
+/// The admin key every test manager starts with (`OL_ADMIN_TOKEN`);
+/// [`TestApp::http`] sends it.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// An HTTP client that sends `key` (when given) as its bearer credential.
+pub fn client_with_key(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let value = format!("Bearer {key}").parse().expect("header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 pub struct TestApp {
+    /// The management listener (API, dashboard).
     pub addr: SocketAddr,
+    /// The function listener (`/fn`, `/run`).
+    pub fn_addr: SocketAddr,
+    /// Sends the manager's admin key (when it has one) with every request.
     pub http: reqwest::Client,
     pub db: PgPool,
     pub docker: Docker,
@@ -84,6 +105,8 @@ pub async fn test_settings() -> (Settings, std::sync::Arc<Scratch>) {
             scratch.database.url().to_string(),
         ),
         ("OL_LISTEN".into(), "127.0.0.1:0".into()),
+        ("OL_FUNCTIONS_LISTEN".into(), "127.0.0.1:0".into()),
+        ("OL_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
         ("OL_DATA_DIR".into(), scratch.path().display().to_string()),
         ("OL_BASE_IMAGE".into(), base_image()),
         ("OL_INSTANCE".into(), instance),
@@ -118,6 +141,7 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<Scratch>) -> Tes
         .await
         .expect("manager starts");
     let addr = app.local_addr();
+    let fn_addr = app.functions_addr();
     let db = app.state().db.clone();
     let pool = app.state().pool.clone();
     let recorder = app.state().recorder.clone();
@@ -125,9 +149,11 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<Scratch>) -> Tes
     let server = tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
+    let http = client_with_key(settings.admin_token.as_deref());
     TestApp {
         addr,
-        http: reqwest::Client::new(),
+        fn_addr,
+        http,
         db,
         docker: connect_docker().await.expect("docker"),
         settings,
@@ -140,8 +166,18 @@ pub async fn start(settings: Settings, data_dir: std::sync::Arc<Scratch>) -> Tes
 }
 
 impl TestApp {
+    /// `path` on the listener that serves it: function URLs and `/run` on
+    /// the function listener, everything else on the management listener.
     pub fn url(&self, path: &str) -> String {
+        if path.starts_with("/fn/") || path.starts_with("/run/") {
+            return self.fn_url(path);
+        }
         format!("{}{path}", base_url(self.addr))
+    }
+
+    /// `path` on the function listener.
+    pub fn fn_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.fn_addr)
     }
 
     /// `GET path` on this manager.

@@ -4,8 +4,10 @@
 mod billing;
 mod billing_rules;
 mod browser;
+mod callers;
 mod containers;
 mod dashboard;
+mod faults;
 mod helpers;
 mod invoke;
 mod pool;

@@ -9,14 +9,19 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::helpers::{eventually, free_port, remove_instance_containers, test_network};
+use crate::helpers::{
+    client_with_key, eventually, free_port, remove_instance_containers, test_network, ADMIN_TOKEN,
+};
 
 /// What survives a manager process: its database, data directory, port and
 /// instance label. Every process started from it shares them.
 pub struct ServeEnv {
     pub database_url: String,
     pub data_dir: tempfile::TempDir,
+    /// The management listener's port (`OL_LISTEN`).
     pub port: u16,
+    /// The function listener's port (`OL_FUNCTIONS_LISTEN`).
+    pub fn_port: u16,
     pub instance: String,
 }
 
@@ -26,6 +31,7 @@ impl ServeEnv {
             database_url,
             data_dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
+            fn_port: free_port(),
             instance: format!(
                 "test-proc-{}",
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -33,8 +39,19 @@ impl ServeEnv {
         }
     }
 
+    /// The management API's base URL.
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The function URLs' base URL.
+    pub fn fn_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.fn_port)
+    }
+
+    /// A client holding the manager's admin key.
+    pub fn client(&self) -> reqwest::Client {
+        client_with_key(Some(ADMIN_TOKEN))
     }
 
     pub fn sandboxes(&self) -> std::path::PathBuf {
@@ -47,6 +64,8 @@ impl ServeEnv {
             .arg("serve")
             .env("DATABASE_URL", &self.database_url)
             .env("OL_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("OL_FUNCTIONS_LISTEN", format!("127.0.0.1:{}", self.fn_port))
+            .env("OL_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("OL_DATA_DIR", self.data_dir.path())
             .env("OL_INSTANCE", &self.instance)
             .env("OL_NETWORK", test_network())

@@ -46,7 +46,7 @@ async fn deploy_creates_then_updates() {
     assert_eq!(body["handler"], "f.f");
     assert_eq!(body["memory_mb"], 128);
     assert_eq!(body["timeout_ms"], 30_000);
-    assert_eq!(body["url"], format!("http://{}/fn/hello", app.addr));
+    assert_eq!(body["url"], format!("http://{}/fn/hello", app.fn_addr));
     // Content-addressed: the unpacked code sits under its sha256.
     assert!(app
         .data_dir
@@ -261,15 +261,23 @@ async fn refuses_oversized_uploads() {
 async fn admin_token_guards_management() {
     let app = spawn_app_with(|s| s.admin_token = Some("s3cret".into())).await;
     let zip = zip_of(&[("f.py", ECHO)]);
-    let (status, body) = json(app.deploy("guarded", zip.clone()).await).await;
+    let anonymous = reqwest::Client::new();
+    let (status, body) = json(
+        anonymous
+            .put(app.url("/api/v1/functions/guarded"))
+            .body(zip.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 401, "{body}");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
         .contains("Bearer"));
     assert_nothing_stored(&app).await;
-    let wrong = app
-        .http
+    let wrong = anonymous
         .get(app.url("/api/v1/functions"))
         .bearer_auth("guess")
         .send()
@@ -277,8 +285,7 @@ async fn admin_token_guards_management() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
-    let response = app
-        .http
+    let response = anonymous
         .put(app.url("/api/v1/functions/guarded"))
         .bearer_auth("s3cret")
         .body(zip)

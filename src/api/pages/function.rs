@@ -25,6 +25,7 @@ pub async fn page(
     let calls = invocations::recent(&state.db, &f.name, None, 20).await?;
     let logs = invocations::logs(&state.db, &f.name, None, 10).await?;
     let versions = functions::versions(&state.db, &f.name).await?;
+    let history = crate::store::audit::recent(&state.db, Some(&f.name), 20).await?;
     let body = html! {
         (configuration(&f, &format!("{}/fn/{}", base_url(&headers, &state), f.name)))
         h2 { "Call it" }
@@ -35,6 +36,8 @@ pub async fn page(
         (output(&logs))
         h2 { "Versions" }
         (versions_table(&versions))
+        h2 { "History" }
+        (history_table(&history))
         p.note {
             a href={ "/billing?function=" (f.name) } { "Billing for " (f.name) }
             " · "
@@ -84,13 +87,14 @@ fn configuration(f: &Function, url: &str) -> Markup {
     }
 }
 
-/// Posts the event to `/run/{name}` (the name comes from the form's
+/// Posts the event to `/api/v1/functions/{name}/run` on the management
+/// origin (function URLs are on another origin; the name comes from the form's
 /// `data-function`, never spliced into the script) and shows the answer.
 const CALL_SCRIPT: &str = "
 document.getElementById('call').addEventListener('submit', async (e) => {
   e.preventDefault();
   const name = encodeURIComponent(e.target.dataset.function);
-  const r = await fetch('/run/' + name, {method: 'POST', body: document.getElementById('call-event').value});
+  const r = await fetch('/api/v1/functions/' + name + '/run', {method: 'POST', body: document.getElementById('call-event').value, credentials: 'same-origin'});
   document.getElementById('call-result').textContent = r.status + ' ' + await r.text();
 });
 ";
@@ -150,6 +154,26 @@ fn output(logs: &[LogEntry]) -> Markup {
                 code { (entry.request_id) }
             }
             pre { (entry.logs) }
+        }
+    }
+}
+
+/// Who changed the function, when, from where (the audit log).
+fn history_table(entries: &[crate::store::audit::Entry]) -> Markup {
+    html! {
+        table #history {
+            thead { tr { th { "When" } th { "Key" } th { "From" } th { "Change" } th { "Detail" } } }
+            tbody {
+                @for e in entries {
+                    tr {
+                        td { (when(Some(e.at))) }
+                        td { (e.actor) }
+                        td { (e.source) }
+                        td { (e.action) }
+                        td { code { (e.detail.0.to_string()) } }
+                    }
+                }
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 //! One file per page, all wrapped by [`layout`]:
 //! `home` (`/`: functions, pool, upload form), `function`
 //! (`/functions/{name}`), `billing` (`/billing`, with `chart` for its SVG)
-//! and `login` (`/login`, and the redirect of browsers without the token).
+//! and `login` (`/login`, `/logout`, and the redirect of browsers without a
+//! session).
 //! The upload and call forms use a little plain JavaScript over the JSON API.
 
 mod billing;
@@ -21,8 +22,8 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::app::AppState;
 
-/// Every page: those that need the admin token (when one is set) behind
-/// [`login::require_login`], and the login form itself.
+/// Every page: those that need a session behind [`login::require_login`],
+/// and the login form itself.
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(home::page))
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             login::require_login,
         ))
         .route("/login", get(login::form).post(login::sign_in))
+        .route("/logout", axum::routing::post(login::sign_out))
 }
 
 /// The page around `body`: header, navigation, title and style.
@@ -49,7 +51,10 @@ fn layout(title: &str, body: Markup) -> Markup {
             body {
                 header {
                     a.brand href="/" { "λ openlambda" }
-                    nav { a href="/" { "Functions" } a href="/billing" { "Billing" } }
+                    nav {
+                        a href="/" { "Functions" } a href="/billing" { "Billing" }
+                        form.logout method="post" action="/logout" { button #logout type="submit" { "Sign out" } }
+                    }
                 }
                 main { h1 { (title) } (body) }
             }
