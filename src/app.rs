@@ -17,31 +17,11 @@ use crate::config::Settings;
 use crate::images;
 use crate::manifest::Runtime;
 use crate::meter::Recorder;
-use crate::metrics::Metrics;
 use crate::packages::Installer;
 use crate::pool::Pool;
 use crate::sandbox::Sandboxes;
+use crate::state::AppState;
 use crate::store;
-
-/// Shared by every request handler; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub db: PgPool,
-    pub code: CodeStore,
-    pub catalog: Catalog,
-    pub sandboxes: Sandboxes,
-    pub pool: Pool,
-    /// Installs functions' packages into the shared cache.
-    pub installer: Installer,
-    /// Where calls send their records (journaled, written in batches).
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    /// Function URL auth modes and rate limits.
-    pub guard: Arc<crate::api::guard::Guard>,
-    /// Failed dashboard logins per source address.
-    pub logins: Arc<crate::ratelimit::LoginLimits>,
-}
 
 /// A manager ready to serve: database migrated, images built, ports bound.
 pub struct Application {

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::function::FunctionSpec;
 use crate::meter::billed_ms;
 use crate::pool::AcquireError;
 use crate::sandbox::{Failure, Payload, Reply};
+use crate::state::AppState;
 use crate::store::invocations::Invocation as Record;
 
 /// How a call ended.

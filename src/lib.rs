@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! - [`app`]: wiring; builds every part from the [`config`] and serves HTTP.
+//! - [`state`]: `AppState`, the parts every handler and call shares.
 //! - [`api`]: the HTTP API: `/api/v1` management, function URLs, health.
 //! - [`call`]: one call end to end: lease, invoke, meter; its
 //!   [`call::CallStatus`] (status word, billing, HTTP status) is what `api`
@@ -56,5 +57,6 @@ pub mod pool;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod serve;
+pub mod state;
 pub mod store;
 pub mod testing;

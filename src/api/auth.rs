@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::keys::{self, ApiKey};
 
 /// The dashboard's session cookie. Function responses that try to set a

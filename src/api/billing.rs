@@ -10,9 +10,9 @@ use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::config::BillingSettings;
 use crate::meter::Usage;
+use crate::state::AppState;
 use crate::store::invocations;
 
 pub fn router() -> Router<AppState> {

@@ -11,9 +11,9 @@ use serde_json::json;
 use super::auth::Caller;
 use super::base_url;
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::code::{self, CodeError, MAX_ZIP_BYTES};
 use crate::manifest::{in_range, FunctionName, CONCURRENCY_RANGE, MAX_CONCURRENCY_RANGE};
+use crate::state::AppState;
 use crate::store::functions::{self as store, Function};
 use crate::store::invocations;
 

@@ -13,8 +13,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::auth::{bearer, constant_time_eq, SESSION_COOKIE};
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::ratelimit::FunctionLimits;
+use crate::state::AppState;
 use crate::store::access::{self, Access};
 use crate::store::keys::{self, KEY_PREFIX};
 

@@ -21,11 +21,11 @@ use axum::Router;
 use bytes::Bytes;
 
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::call::{self, CallResult, Outcome};
 use crate::manifest::Runtime;
 use crate::pool::AcquireError;
 use crate::sandbox::{error_parts, Failure, Payload, RequestMeta};
+use crate::state::AppState;
 use uuid::Uuid;
 
 /// Largest event accepted (AWS Lambda's synchronous payload limit).

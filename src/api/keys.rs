@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::auth::{Caller, ADMIN_TOKEN_KEY, FIRST_ADMIN_KEY};
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::manifest::FunctionName;
+use crate::state::AppState;
 use crate::store::keys;
 
 pub fn router() -> Router<AppState> {

@@ -23,8 +23,8 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use crate::metrics::Gauges;
+use crate::state::AppState;
 
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,

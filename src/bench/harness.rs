@@ -15,8 +15,9 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::app::{AppState, Application};
+use crate::app::Application;
 use crate::config::Settings;
+use crate::state::AppState;
 use crate::testing::{self, ThrowawayDatabase};
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;

@@ -169,7 +169,10 @@ impl TestApp {
     /// `path` on the listener that serves it: function URLs and `/run` on
     /// the function listener, everything else on the management listener.
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("/fn/") || path.starts_with("/run/") {
+        let call = ["/fn", "/run"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+        if call {
             return self.fn_url(path);
         }
         format!("{}{path}", base_url(self.addr))

@@ -313,7 +313,14 @@ async fn network_of(app: &TestApp) -> (IpAddr, String) {
         .gateway
         .clone()
         .unwrap();
-    let bridge = network.options.unwrap()["com.docker.network.bridge.name"].clone();
+    // A network made before bridges were named has Docker's own name.
+    let id = network.id.unwrap_or_default();
+    let bridge = network
+        .options
+        .unwrap_or_default()
+        .get("com.docker.network.bridge.name")
+        .cloned()
+        .unwrap_or_else(|| format!("br-{}", &id[..12]));
     (gateway.parse().unwrap(), bridge)
 }
 

@@ -11,9 +11,9 @@ use maud::{html, Markup};
 use super::chart::{chart, money};
 use super::layout;
 use crate::api::billing::{report_of, usage, Figures, Report, ReportQuery, UsageRows};
-use crate::app::AppState;
 use crate::config::BillingSettings;
 use crate::meter::Usage;
+use crate::state::AppState;
 
 pub async fn page(State(state): State<AppState>, Query(query): Query<ReportQuery>) -> Response {
     // One query, by function and day; the per-function lines and the

@@ -10,7 +10,7 @@ use maud::{html, Markup, PreEscaped};
 use super::{layout, when};
 use crate::api::base_url;
 use crate::api::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::functions::{self, Function};
 use crate::store::invocations::{self, Invocation, LogEntry};
 

@@ -11,8 +11,8 @@ use maud::{html, Markup, PreEscaped};
 use super::{layout, when};
 use crate::api::base_url;
 use crate::api::error::ApiError;
-use crate::app::AppState;
 use crate::pool::PoolStatus;
+use crate::state::AppState;
 use crate::store::functions;
 
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Result<Markup, ApiError> {

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::layout;
 use crate::api::auth::{cookie, identify, Caller, SESSION_COOKIE};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::keys;
 
 /// Sends a browser without a valid session (or a script without a valid

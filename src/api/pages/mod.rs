@@ -20,7 +20,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Every page: those that need a session behind [`login::require_login`],
 /// and the login form itself.
