@@ -37,6 +37,8 @@ pub struct AppState {
     /// Where calls send their records (journaled, written in batches).
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// This node's part in a cluster: draining, spills, prepared versions.
+    pub node: crate::cluster::Node,
 }
 
 /// A manager ready to serve: database migrated, images built, port bound.
@@ -96,6 +98,7 @@ impl Application {
             installer,
             recorder,
             metrics: Arc::default(),
+            node: crate::cluster::Node::default(),
             catalog,
             settings,
             db,
@@ -127,6 +130,20 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = crate::api::router(self.state.clone());
+        // A stopping node fails its health check first, so the balancer
+        // stops sending it calls before it stops listening.
+        let (node, drain) = (self.state.node.clone(), self.state.settings.cluster.drain);
+        let shutdown = async move {
+            shutdown.await;
+            node.drain();
+            if !drain.is_zero() {
+                tracing::info!(
+                    ?drain,
+                    "draining: /healthz fails until the balancer notices"
+                );
+                tokio::time::sleep(drain).await;
+            }
+        };
         tracing::info!(addr = %self.local_addr(), "openlambda manager listening");
         let served = axum::serve(
             self.listener,
@@ -149,14 +166,17 @@ impl Application {
     }
 }
 
-/// Clears call output older than the retention, hourly.
+/// Clears call output older than the retention, hourly; with several
+/// nodes on one Postgres, one of them (an advisory lock decides).
 async fn expire_logs(db: PgPool, days: i64) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        match crate::store::invocations::expire_logs(&db, days).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(calls = n, days, "cleared call output past its retention"),
+        match crate::cluster::lock::expire_logs_once(&db, days).await {
+            Ok(None | Some(0)) => {}
+            Ok(Some(n)) => {
+                tracing::info!(calls = n, days, "cleared call output past its retention")
+            }
             Err(e) => tracing::warn!(error = %e, "could not clear old call output"),
         }
     }

@@ -145,17 +145,29 @@ async fn run(
     let queued = Instant::now();
     let timeout = Duration::from_millis(function.timeout_ms as u64);
 
+    // A node that never saw the deploy installs the pinned packages first:
+    // a cold start for that reason, its time counted as init.
+    let mut prepared = None;
     let lease = match state.catalog.code_dir(function).await {
         Err(e) => Err(AcquireError::Start(Failure::Platform(e))),
-        Ok(code) => state.pool.acquire(function, &code).await,
+        Ok(code) => match crate::cluster::prepare(state, function, &code).await {
+            Err(e) => Err(AcquireError::Start(Failure::Platform(e))),
+            Ok(took) => {
+                prepared = took;
+                state.pool.acquire(function, &code).await
+            }
+        },
     };
     let waited = queued.elapsed();
     let mut peak_mb = None;
     let (outcome, duration, init, cold) = match lease {
         Err(e) => (Outcome::NotStarted(e), Duration::ZERO, None, false),
         Ok(lease) => {
-            let init = lease.init;
-            let cold = lease.cold();
+            let init = match (lease.init, prepared) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            let cold = init.is_some();
             let sandbox = lease.sandbox();
             sandbox.memory_peak.reset();
             let began = Instant::now();

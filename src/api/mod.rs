@@ -60,9 +60,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", management)
         .merge(invoke::router())
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::cluster::healthz))
         .route("/metrics", get(metrics))
         .merge(pages::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::spill::spill,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }
