@@ -4,6 +4,7 @@
 mod billing;
 mod billing_rules;
 mod browser;
+mod cluster;
 mod containers;
 mod dashboard;
 mod faults;
