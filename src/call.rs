@@ -194,7 +194,11 @@ async fn run(
     let billed = status.billed;
     let mut metered = duration;
     if state.settings.billing.bill_init {
-        metered += init.unwrap_or_default();
+        // Not the package install a node did because the call was routed
+        // there: that is the platform's cost, not the function's.
+        metered += init
+            .unwrap_or_default()
+            .saturating_sub(prepared.unwrap_or_default());
     }
     let record = Record {
         request_id,
