@@ -115,6 +115,16 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
         .await;
     assert_eq!(deployed["packages"][0]["version"], "1.16.0", "{deployed}");
 
+    // A node whose install fails answers the call as the platform's error,
+    // stores nothing, and tries again on the next call.
+    let third = &cluster.nodes[2];
+    Installer::override_install_for_tests(&third.settings.instance, "six", vec!["false".into()]);
+    let (status, body) = run_on(http, addrs(third).functions, "pinned").await;
+    assert_eq!(status, 500, "{body}");
+    let cache = Installer::cache_dir(&third.settings.data_dir).join("six-1.16.0");
+    assert!(!cache.exists(), "nothing half-installed");
+    Installer::override_install_for_tests(&third.settings.instance, "none", Vec::new());
+
     // Nodes 1 and 2 never saw the deploy: the first call there installs
     // the stored pin into their own cache, then runs.
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -157,6 +167,7 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
         assert_eq!(status, 200, "{report}");
         reports.push(report);
     }
+    // 3 + 10 answered calls; the failed one is the platform's, not billed.
     assert_eq!(reports[0]["total"]["invocations"], 13, "{}", reports[0]);
     assert!(reports.iter().all(|r| *r == reports[0]), "{reports:#?}");
 
