@@ -7,7 +7,8 @@
 //! nor recorded here: HAProxy (`retry-on 503`, `option redispatch`) sends it
 //! to another node. A hot function thus spills over to other nodes instead
 //! of queueing on the one its name hashes to. The default, 0, never spills:
-//! a single node has nowhere to send a call.
+//! a single node has nowhere to send a call; nor does the last node up, so
+//! a call that HAProxy marks `X-Ol-No-Spill` queues here as usual.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -18,6 +19,8 @@ use crate::app::AppState;
 
 /// The header that marks the answer as "full, try another node".
 pub const NODE_FULL: HeaderName = HeaderName::from_static("x-ol-node-full");
+/// Set by the balancer on a call when no other node is up: queue it here.
+pub const NO_SPILL: HeaderName = HeaderName::from_static("x-ol-no-spill");
 
 /// Whether `path` is a function call (`/fn/NAME...` or `/run/NAME`).
 pub fn is_call(path: &str) -> bool {
@@ -34,7 +37,7 @@ pub fn full(threshold: usize, queued: usize) -> bool {
 /// queueing past `OL_SPILL_QUEUE`.
 pub async fn spill(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let threshold = state.settings.cluster.spill_queue;
-    if threshold > 0 && is_call(request.uri().path()) {
+    if threshold > 0 && is_call(request.uri().path()) && !request.headers().contains_key(NO_SPILL) {
         let queued = state.pool.status().queued;
         if full(threshold, queued) {
             state.node.count_spill();

@@ -218,6 +218,18 @@ async fn a_full_node_makes_haproxy_try_another() {
     let waiting = || async { home.pool.status().queued == 1 };
     assert!(eventually(Duration::from_secs(10), waiting).await);
 
+    // Asked directly, the full node says so, before running anything.
+    let direct = format!("http://{}/run/slow", addrs(home).functions);
+    let full = cluster
+        .http
+        .post(&direct)
+        .body(r#"{"s": 0}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(full.status(), 503);
+    assert_eq!(full.headers()["x-ol-node-full"], "1");
+
     // The third is answered "full" there and served by another node.
     let redispatched = cluster
         .lb
@@ -243,6 +255,16 @@ async fn a_full_node_makes_haproxy_try_another() {
         backend.redispatches > redispatched,
         "HAProxy redispatched: {backend:?}"
     );
+    // Marked by HAProxy as having nowhere else to go, a call queues there.
+    let last = cluster
+        .http
+        .post(&direct)
+        .header("x-ol-no-spill", "1")
+        .body(r#"{"s": 0}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 200, "queued, not refused");
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(
         second.await.unwrap(),
