@@ -59,7 +59,7 @@ bench --phases locality,balance
 read -r commits0 rows0 < <(pg_writes)
 out=$(bench --phases throughput)
 read -r commits1 rows1 < <(pg_writes)
-echo "$out" | head -n1
+echo "$out" | sed -n 1p
 calls=$(echo "$out" | tail -n1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 echo "postgres during the throughput phase (warm-up included): $((commits1 - commits0)) commits, $((rows1 - rows0)) rows inserted, for ${calls} measured calls"
 
@@ -69,4 +69,4 @@ for _ in $(seq 30); do
     curl -fsS "${stats};csv" | grep -q '^functions,node2,.*,DOWN' && break
     sleep 1
 done
-bench --phases throughput | head -n1
+bench --phases throughput | sed -n 1p
