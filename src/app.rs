@@ -91,6 +91,7 @@ impl Application {
             installer,
             recorder,
             metrics: Arc::default(),
+            node: crate::cluster::Node::default(),
             catalog,
             settings,
             db,
@@ -170,8 +171,19 @@ impl Application {
         // calls in flight may finish until the deadline, and are then ended.
         let mut began = stop.subscribe();
         let pool = self.state.pool.clone();
+        // A stopping node fails its health check first (for OL_DRAIN_S), so a
+        // balancer stops sending it calls before it stops taking them.
+        let (node, drain) = (self.state.node.clone(), settings.cluster.drain);
         let signal = async move {
             shutdown.await;
+            node.drain();
+            if !drain.is_zero() {
+                tracing::info!(
+                    ?drain,
+                    "draining: /healthz fails until the balancer notices"
+                );
+                tokio::time::sleep(drain).await;
+            }
             pool.close();
             let _ = stop.send(());
         };
@@ -208,14 +220,17 @@ impl Application {
     }
 }
 
-/// Clears call output older than the retention, hourly.
+/// Clears call output older than the retention, hourly; with several
+/// nodes on one Postgres, one of them (an advisory lock decides).
 async fn expire_logs(db: PgPool, days: i64) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        match crate::store::invocations::expire_logs(&db, days).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(calls = n, days, "cleared call output past its retention"),
+        match crate::cluster::lock::expire_logs_once(&db, days).await {
+            Ok(None | Some(0)) => {}
+            Ok(Some(n)) => {
+                tracing::info!(calls = n, days, "cleared call output past its retention")
+            }
             Err(e) => tracing::warn!(error = %e, "could not clear old call output"),
         }
     }

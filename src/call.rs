@@ -158,16 +158,23 @@ async fn run(
     let queued = Instant::now();
     let timeout = Duration::from_millis(function.timeout_ms as u64);
 
+    // A node that never saw the deploy installs the pinned packages first:
+    // a cold start for that reason, its time counted as init.
+    let mut prepared = None;
     let ran = match state.catalog.code_dir(function).await {
         Err(e) => attempt::Ran::not_started(AcquireError::Start(Failure::Platform(e))),
-        Ok(code) => {
-            let sandboxes = state.sandboxes.clone();
-            let send: &attempt::Send = &move |sandbox, payload| {
-                let sandboxes = sandboxes.clone();
-                Box::pin(async move { sandboxes.invoke(sandbox, payload, timeout).await })
-            };
-            attempt::attempt(&state.pool, function, &code, payload, send).await
-        }
+        Ok(code) => match crate::cluster::prepare(state, function, &code).await {
+            Err(e) => attempt::Ran::not_started(AcquireError::Start(Failure::Platform(e))),
+            Ok(took) => {
+                prepared = took;
+                let sandboxes = state.sandboxes.clone();
+                let send: &attempt::Send = &move |sandbox, payload| {
+                    let sandboxes = sandboxes.clone();
+                    Box::pin(async move { sandboxes.invoke(sandbox, payload, timeout).await })
+                };
+                attempt::attempt(&state.pool, function, &code, payload, send).await
+            }
+        },
     };
     let waited = queued.elapsed().saturating_sub(ran.duration);
     let attempt::Ran {
@@ -177,6 +184,11 @@ async fn run(
         cold,
         peak_mb,
     } = ran;
+    let init = match (init, prepared) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
+    let cold = cold || prepared.is_some();
     let wait = waited.saturating_sub(init.unwrap_or_default());
     tracing::debug!(%request_id, function = %function.name, wait_ms = wait.as_millis() as u64,
         duration_ms = duration.as_millis() as u64, cold, "call done");
@@ -185,7 +197,11 @@ async fn run(
     let billed = status.billed;
     let mut metered = duration;
     if state.settings.billing.bill_init {
-        metered += init.unwrap_or_default();
+        // Not the package install a node did because the call was routed
+        // there: that is the platform's cost, not the function's.
+        metered += init
+            .unwrap_or_default()
+            .saturating_sub(prepared.unwrap_or_default());
     }
     let record = Record {
         request_id,

@@ -78,6 +78,19 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Package builds: deadline, parallelism; uploads: entry bound.
     pub packages: PackageSettings,
+    /// Running as one node of several behind a load balancer.
+    pub cluster: ClusterSettings,
+}
+
+/// A node's part in a cluster behind HAProxy (`OL_SPILL_QUEUE`, `OL_DRAIN_S`).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSettings {
+    /// Calls waiting in this node's pool at which a new call is answered
+    /// 503 "node full" for the balancer to send elsewhere; 0: never.
+    pub spill_queue: usize,
+    /// How long a stopping node fails its health check before it stops
+    /// taking connections (more than the balancer's check interval x fall).
+    pub drain: Duration,
 }
 
 /// What the manager does when it cannot install the firewall rules that
@@ -302,6 +315,10 @@ impl Settings {
                         .context("OL_MAX_TIMEOUT_S must be at least 1")?,
                 },
             },
+            cluster: ClusterSettings {
+                spill_queue: parse_or(&get, "OL_SPILL_QUEUE", 0)?,
+                drain: Duration::from_secs(parse_or(&get, "OL_DRAIN_S", 0)?),
+            },
         })
     }
 }
@@ -520,6 +537,31 @@ mod tests {
             ("OL_MAX_RESPONSE_BYTES", "0"),
         ] {
             let err = settings(&[("DATABASE_URL", "x"), (key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_single_node_never_spills_or_drains() {
+        let s = settings(&[("DATABASE_URL", "postgres://x")]).unwrap();
+        assert_eq!(
+            (s.cluster.spill_queue, s.cluster.drain),
+            (0, Duration::ZERO)
+        );
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("OL_SPILL_QUEUE", "4"),
+            ("OL_DRAIN_S", "3"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.cluster.spill_queue, s.cluster.drain),
+            (4, Duration::from_secs(3))
+        );
+        for key in ["OL_SPILL_QUEUE", "OL_DRAIN_S"] {
+            let err = settings(&[("DATABASE_URL", "postgres://x"), (key, "-1")])
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{err}");

@@ -13,6 +13,8 @@
 //! - [`call`]: one call end to end: lease, invoke, meter; its
 //!   [`call::CallStatus`] (status word, billing, HTTP status) is what `api`
 //!   renders.
+//! - [`cluster`]: one node of several behind HAProxy: "node full" spill,
+//!   drain on stop, packages prepared on first use, advisory-locked jobs.
 //! - [`catalog`]: function metadata for the call path, cached over Postgres.
 //! - [`code`]: zip intake (every check before anything is written) and the
 //!   content-addressed code store.
@@ -44,6 +46,7 @@ pub mod bench;
 pub mod call;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod code;
 pub mod config;
 pub mod function;

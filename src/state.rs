@@ -34,4 +34,6 @@ pub struct AppState {
     pub guard: Arc<crate::api::guard::Guard>,
     /// Failed dashboard logins per source address.
     pub logins: Arc<crate::ratelimit::LoginLimits>,
+    /// This node's part in a cluster: draining, spills, prepared versions.
+    pub node: crate::cluster::Node,
 }

@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/api/v1", management)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::cluster::healthz))
         .route("/metrics", get(metrics))
         .merge(pages::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
@@ -110,11 +110,17 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The function listener (`OL_FUNCTIONS_LISTEN`): function URLs, `/run`
-/// and health; no management route, no dashboard.
+/// and health; no management route, no dashboard. A full node answers 503
+/// `X-Ol-Node-Full` here, before any handler ran, so a balancer can send
+/// the call elsewhere.
 pub fn functions_router(state: AppState) -> Router {
     Router::new()
         .merge(invoke::router())
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(crate::cluster::healthz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::spill::spill,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http())
 }

@@ -170,6 +170,43 @@ impl Installer {
         })
     }
 
+    /// Makes a version's stored resolution (`dirs`, e.g. `six-1.16.0`)
+    /// installed in this node's cache without resolving again: what a node
+    /// that never saw the deploy does before the version's first call there.
+    /// `requirements` (the version's requirements.txt) gives the hashes the
+    /// deploy checked, when it pinned them.
+    pub async fn install_pinned(
+        &self,
+        function: &str,
+        dirs: &[String],
+        requirements: Option<&str>,
+    ) -> Result<Vec<PackageStep>, PackageError> {
+        let parsed = requirements
+            .and_then(|text| requirements::parse(text).ok())
+            .unwrap_or_default();
+        self.inner.cache.create_dirs()?;
+        let installs = dirs.iter().map(|dir| {
+            let parsed = &parsed;
+            async move {
+                let (name, version) = split_dir(dir).ok_or_else(|| {
+                    PackageError::Platform(format!(
+                        "the stored package {dir:?} is not a name-version pair"
+                    ))
+                })?;
+                let hashes = parsed
+                    .iter()
+                    .find(|r| r.key() == name)
+                    .map(|r| r.hashes.clone())
+                    .unwrap_or_default();
+                self.ensure(function, name, version, hashes).await
+            }
+        });
+        futures_util::future::join_all(installs)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// Runs pip's resolver in a builder: the exact versions to install.
     async fn resolve(
         &self,
@@ -418,6 +455,19 @@ fn dir_name(name: &str, version: &str) -> String {
     format!("{}-{version}", requirements::normalize(name))
 }
 
+/// Splits a cache directory name into the package's normalized name and
+/// its version: at the first `-` followed by a digit (a normalized name's
+/// parts are letters first; a version begins with a digit).
+fn split_dir(dir: &str) -> Option<(&str, &str)> {
+    let at = dir
+        .char_indices()
+        .find(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))?
+        .0;
+    let (name, version) = (&dir[..at], &dir[at + 1..]);
+    (requirements::valid_name(name) && requirements::valid_version(version))
+        .then_some((name, version))
+}
+
 fn install_script(mode: &str) -> Vec<String> {
     ["python3", "-u", "/opt/openlambda/install.py", mode]
         .map(String::from)
@@ -452,6 +502,15 @@ mod tests {
             assert!(err.contains(key), "{err}");
         }
         assert_eq!(dir_name("Zope.Interface", "5.0"), "zope-interface-5.0");
+        for (dir, split) in [
+            ("six-1.16.0", Some(("six", "1.16.0"))),
+            ("zope-interface-5.0", Some(("zope-interface", "5.0"))),
+            ("py3-dns-3.2.1", Some(("py3-dns", "3.2.1"))),
+            ("six", None),
+            ("-1.0", None),
+        ] {
+            assert_eq!(split_dir(dir), split, "{dir}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod billing;
 mod billing_rules;
 mod browser;
 mod callers;
+mod cluster;
 mod compat;
 mod containers;
 mod dashboard;
