@@ -37,6 +37,8 @@ pub struct AppState {
     /// Where calls send their records (journaled, written in batches).
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// This manager's handle on the async queue (`crate::events`).
+    pub events: crate::events::Events,
 }
 
 /// A manager ready to serve: database migrated, images built, port bound.
@@ -44,6 +46,8 @@ pub struct Application {
     state: AppState,
     listener: TcpListener,
     writer: tokio::task::JoinHandle<()>,
+    /// The async queue's worker (`crate::events::queue`).
+    events_worker: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the local Docker engine at the API version it speaks.
@@ -96,6 +100,7 @@ impl Application {
             installer,
             recorder,
             metrics: Arc::default(),
+            events: Default::default(),
             catalog,
             settings,
             db,
@@ -103,10 +108,12 @@ impl Application {
             sandboxes,
             pool,
         };
+        let events_worker = tokio::spawn(crate::events::queue::run(state.clone()));
         Ok(Self {
             state,
             listener,
             writer,
+            events_worker,
         })
     }
 
@@ -134,6 +141,9 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        // Async attempts in flight finish and are written; none start.
+        self.state.events.stop();
+        let _ = self.events_worker.await;
         self.state.pool.shutdown().await;
         // Records reach Postgres before the manager stops; if it is away,
         // they wait in the journal for the next start.

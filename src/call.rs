@@ -110,10 +110,28 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
         http_status: i32::from(CallStatus::NOT_FOUND.http),
         billed: CallStatus::NOT_FOUND.billed,
         logs: None,
+        trigger: Origin::HTTP.trigger.into(),
+        attempt: Origin::HTTP.attempt,
     };
     state.metrics.observe(&record);
     state.recorder.record(&record);
     request_id
+}
+
+/// What started a call, as its record says: the trigger and, for an async
+/// event, which attempt this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// http, async, cron or destination.
+    pub trigger: &'static str,
+    pub attempt: i32,
+}
+
+impl Origin {
+    pub const HTTP: Self = Self {
+        trigger: "http",
+        attempt: 1,
+    };
 }
 
 /// Runs one call of `function` with `event` (JSON bytes). The work runs in
@@ -125,7 +143,19 @@ pub async fn call(
     request_id: Uuid,
     payload: Payload,
 ) -> CallResult {
-    let task = tokio::spawn(async move { run(&state, &function, request_id, payload).await });
+    call_as(state, function, request_id, payload, Origin::HTTP).await
+}
+
+/// [`call`] for a call that did not come over HTTP (`crate::events`).
+pub async fn call_as(
+    state: AppState,
+    function: Arc<FunctionSpec>,
+    request_id: Uuid,
+    payload: Payload,
+    origin: Origin,
+) -> CallResult {
+    let task =
+        tokio::spawn(async move { run(&state, &function, request_id, payload, origin).await });
     match task.await {
         Ok(result) => result,
         Err(e) => CallResult {
@@ -140,6 +170,7 @@ async fn run(
     function: &Arc<FunctionSpec>,
     request_id: Uuid,
     payload: Payload,
+    origin: Origin,
 ) -> CallResult {
     let started_at = Utc::now();
     let queued = Instant::now();
@@ -210,6 +241,8 @@ async fn run(
             Outcome::Handled(reply) => reply.output.clone().filter(|o| !o.is_empty()),
             _ => None,
         },
+        trigger: origin.trigger.into(),
+        attempt: origin.attempt,
     };
     state.metrics.observe(&record);
     state.recorder.record(&record);

@@ -42,6 +42,8 @@ pub struct Settings {
     pub log_retention_days: i64,
     /// Package builds: deadline, parallelism; uploads: entry bound.
     pub packages: PackageSettings,
+    /// The async queue: lease, poll, backoff (`OL_ASYNC_*`).
+    pub events: crate::events::QueueSettings,
 }
 
 /// Limits on untrusted package builds and zips.
@@ -188,6 +190,7 @@ impl Settings {
                 bill_init: parse_or(&get, "OL_BILLING_BILL_INIT", billing_defaults.bill_init)?,
             },
             log_retention_days: parse_or(&get, "OL_LOG_RETENTION_DAYS", 7)?,
+            events: crate::events::QueueSettings::from_lookup(&get)?,
             packages: PackageSettings {
                 timeout: Duration::from_secs(
                     positive(parse_or(&get, "OL_PACKAGES_TIMEOUT_S", 300)?)
@@ -265,7 +268,11 @@ fn default_data_dir() -> PathBuf {
 
 /// Parses `key` (a number, an address, a flag: anything `FromStr`) when it
 /// is set, else gives `default`; a bad value is an error naming the key.
-fn parse_or<T>(get: &impl Fn(&str) -> Option<String>, key: &str, default: T) -> anyhow::Result<T>
+pub(crate) fn parse_or<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: T,
+) -> anyhow::Result<T>
 where
     T: FromStr,
     T::Err: std::fmt::Display,

@@ -112,6 +112,8 @@ pub struct Manifest {
     pub concurrency: u32,
     /// Containers the function may have at once.
     pub max_concurrency: u32,
+    /// `async`, `triggers.cron`, `on_success`, `on_failure`.
+    pub events: crate::events::EventSettings,
 }
 
 pub const MEMORY_MB_RANGE: std::ops::RangeInclusive<u32> = 64..=10_240;
@@ -149,6 +151,7 @@ impl Default for Manifest {
             http_methods: None,
             concurrency: 1,
             max_concurrency: 100,
+            events: Default::default(),
         }
     }
 }
@@ -165,12 +168,17 @@ struct RawManifest {
     triggers: Option<RawTriggers>,
     concurrency: Option<u32>,
     max_concurrency: Option<u32>,
+    #[serde(rename = "async")]
+    async_: Option<crate::events::config::RawAsync>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTriggers {
     http: Option<Vec<RawHttpTrigger>>,
+    cron: Option<Vec<String>>,
 }
 
 /// Either `- GET` or, as OpenLambda writes it, `- method: GET`.
@@ -184,7 +192,7 @@ enum RawHttpTrigger {
 impl Manifest {
     /// Parses `ol.yaml`; an empty file gives the defaults.
     pub fn parse(yaml: &str) -> Result<Self, String> {
-        let raw: RawManifest = if yaml.trim().is_empty() {
+        let mut raw: RawManifest = if yaml.trim().is_empty() {
             RawManifest::default()
         } else {
             serde_yaml::from_str(yaml).map_err(|e| format!("ol.yaml is not valid: {e}"))?
@@ -232,6 +240,14 @@ impl Manifest {
             };
             m.environment.insert(key, value);
         }
+        m.events = checked(crate::events::EventSettings::parse(
+            crate::events::config::RawEvents {
+                async_: raw.async_,
+                cron: raw.triggers.as_mut().and_then(|t| t.cron.take()),
+                on_success: raw.on_success,
+                on_failure: raw.on_failure,
+            },
+        ))?;
         if let Some(http) = raw.triggers.and_then(|t| t.http) {
             let mut methods = Vec::new();
             for trigger in http {

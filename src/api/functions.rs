@@ -167,6 +167,8 @@ async fn deploy(
             &resolved.dirs,
         )
         .await?;
+        let events = &inspected.manifest.events;
+        crate::store::events::save_settings(&mut *tx, name.as_str(), events).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(result)
     }

@@ -120,6 +120,12 @@ async fn invoke(state: AppState, name: String, http: Option<HttpCall>, body: Bod
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
+    if http
+        .as_ref()
+        .is_some_and(|h| super::events::wants_async(&h.headers))
+    {
+        return super::events::accept(&state, &function.name, body).await;
+    }
     let request_id = Uuid::new_v4();
     let payload = match http {
         None => match check_json(&body) {

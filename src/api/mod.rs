@@ -7,6 +7,7 @@
 mod auth;
 mod billing;
 pub mod error;
+pub mod events;
 mod functions;
 pub mod invoke;
 mod pages;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     let management = Router::new()
         .merge(functions::router())
         .merge(billing::router())
+        .merge(events::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_token,

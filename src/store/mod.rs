@@ -3,6 +3,7 @@
 //! One file per table family; each function takes the executor it runs on,
 //! so callers choose between the pool and a transaction.
 
+pub mod events;
 pub mod functions;
 pub mod invocations;
 

@@ -6,6 +6,7 @@ mod billing_rules;
 mod browser;
 mod containers;
 mod dashboard;
+mod events;
 mod faults;
 mod helpers;
 mod invoke;
