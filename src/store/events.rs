@@ -15,6 +15,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::events::EventSettings;
+use crate::meter::Usage;
 use crate::store::invocations::Invocation;
 
 /// Stores a function's event settings (at each deploy).
@@ -400,4 +401,38 @@ pub async fn records(db: impl PgExecutor<'_>, request_id: Uuid) -> sqlx::Result<
     .bind(request_id)
     .fetch_all(db)
     .await
+}
+
+/// Exact billing sums per function and trigger over `[from, to)`, ordered
+/// by function and trigger (`GET /api/v1/billing?group=trigger`).
+pub async fn usage_by_trigger(
+    db: impl PgExecutor<'_>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    function: Option<&str>,
+) -> sqlx::Result<Vec<(String, String, Usage)>> {
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT function, trigger, count(*)::bigint, coalesce(sum(billed_ms), 0)::bigint, \
+                coalesce(sum(memory_mb::bigint * billed_ms), 0)::bigint \
+         FROM invocations \
+         WHERE billed AND started_at >= $1 AND started_at < $2 \
+           AND ($3::text IS NULL OR function = $3) \
+         GROUP BY function, trigger ORDER BY function, trigger",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(function)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, trigger, invocations, billed_ms, mb_ms)| {
+            let usage = Usage {
+                invocations,
+                billed_ms,
+                mb_ms,
+            };
+            (name, trigger, usage)
+        })
+        .collect())
 }

@@ -209,6 +209,33 @@ async fn a_failing_event_is_retried_with_backoff_each_attempt_a_record() {
     };
     assert!(start(1) - start(0) >= chrono::Duration::milliseconds(300));
     assert!(start(2) - start(1) >= chrono::Duration::milliseconds(600));
+
+    // Billing groups by trigger: three async attempts, one HTTP call.
+    assert_eq!(app.run("flaky", r#"{"fail": 0}"#).await.status(), 200);
+    app.flush().await;
+    let (status, report) = json(app.get("/api/v1/billing?group=trigger").await).await;
+    assert_eq!(status, 200, "{report}");
+    let lines: Vec<(&str, &str, i64)> = report["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap(),
+                l["trigger"].as_str().unwrap(),
+                l["invocations"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lines, [("flaky", "async", 3), ("flaky", "http", 1)]);
+    let csv = app
+        .get("/api/v1/billing?group=trigger&format=csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("function,trigger,invocations,"), "{csv}");
+    assert!(csv.contains("\nflaky,async,3,") && csv.contains("\nflaky,http,1,"), "{csv}");
     app.stop().await;
 }
 
