@@ -235,7 +235,10 @@ async fn a_failing_event_is_retried_with_backoff_each_attempt_a_record() {
         .await
         .unwrap();
     assert!(csv.starts_with("function,trigger,invocations,"), "{csv}");
-    assert!(csv.contains("\nflaky,async,3,") && csv.contains("\nflaky,http,1,"), "{csv}");
+    assert!(
+        csv.contains("\nflaky,async,3,") && csv.contains("\nflaky,http,1,"),
+        "{csv}"
+    );
     app.stop().await;
 }
 
@@ -373,4 +376,107 @@ async fn bad_async_calls_are_refused_and_nothing_is_queued() {
         .unwrap()
         .contains("async.concurrency"));
     app.stop().await;
+}
+
+/// Sleeps `event["sleep"]` seconds.
+const SLEEPER: &str = r#"
+import time
+def f(event):
+    time.sleep(event["sleep"])
+    return event
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_manager_loses_no_event_and_reruns_no_succeeded_one() {
+    const EVENTS: i64 = 12;
+    let database =
+        openlambda::testing::ThrowawayDatabase::create(&crate::helpers::admin_url(), "ol_test")
+            .await
+            .unwrap();
+    let env = crate::process::ServeEnv::new(database.url().to_string());
+    let vars = [
+        ("OL_ASYNC_LEASE_MS", "2000"),
+        ("OL_ASYNC_BACKOFF_MS", "200"),
+    ];
+    let serve = env.serve_with(&vars).await;
+    let http = reqwest::Client::new();
+    let deployed = http
+        .put(format!("{}/api/v1/functions/sleeper", env.base()))
+        .header("content-type", "application/zip")
+        .body(crate::helpers::zip_of(&[
+            ("f.py", SLEEPER),
+            ("ol.yaml", "async: {concurrency: 2, retries: 0}\n"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert!(deployed.status().is_success());
+    for i in 0..EVENTS {
+        let r = http
+            .post(format!(
+                "{}/api/v1/functions/sleeper/invocations",
+                env.base()
+            ))
+            .body(format!(r#"{{"sleep": 0.7, "n": {i}}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let db = sqlx::PgPool::connect(database.url()).await.unwrap();
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    // Kill it with some events done, some running, the rest queued.
+    let mid_way = eventually(Duration::from_secs(60), || async {
+        count("SELECT count(*) FROM events WHERE state = 'succeeded'").await >= 2
+            && count("SELECT count(*) FROM events WHERE state = 'running'").await >= 1
+    })
+    .await;
+    assert!(mid_way, "events were running when the manager was killed");
+    serve.kill().await;
+    let succeeded_before: Vec<(uuid::Uuid, i32)> =
+        sqlx::query_as("SELECT request_id, attempts FROM events WHERE state = 'succeeded'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert!(count("SELECT count(*) FROM events WHERE state = 'queued'").await >= 1);
+
+    let serve = env.serve_with(&vars).await;
+    let all_done = eventually(Duration::from_secs(120), || async {
+        count("SELECT count(*) FROM events WHERE state = 'succeeded'").await == EVENTS
+    })
+    .await;
+    assert!(all_done, "every event succeeded after the restart");
+    // The attempts the kill interrupted ran again; none that had succeeded.
+    let interrupted = count("SELECT count(*) FROM events WHERE attempts > 1").await;
+    assert!(interrupted >= 1, "the running events were re-run");
+    for (id, attempts) in &succeeded_before {
+        let now: i32 = sqlx::query_scalar("SELECT attempts FROM events WHERE request_id = $1")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(now, *attempts, "succeeded event {id} ran again");
+    }
+    serve.stop().await;
+    // Every record of a succeeded attempt is kept (the journal replays what
+    // the killed manager had not written), and no attempt follows the one
+    // whose success was committed.
+    let after_success = count(
+        "SELECT count(*) FROM invocations i JOIN events e USING (request_id) \
+         WHERE i.attempt > e.attempts",
+    )
+    .await;
+    assert_eq!(after_success, 0);
+    let successes =
+        count("SELECT count(DISTINCT request_id) FROM invocations WHERE status = 'success'").await;
+    assert_eq!(successes, EVENTS);
+    db.close().await;
 }
