@@ -303,14 +303,17 @@ async fn exhausted_retries_fail_reach_on_failure_and_can_be_redriven() {
         .contains("boom 2"));
     assert_eq!(delivered["records"][0]["trigger"], "destination");
 
-    // Re-driven, it runs again (attempt 3) and succeeds.
-    let r = app
-        .http
-        .post(app.url(&format!("/api/v1/invocations/{id}/retry")))
-        .send()
+    // Re-driven with `ol async retry ID`, it runs again (attempt 3) and
+    // succeeds.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_ol"))
+        .args(["async", "retry", &id])
+        .env("OL_URL", app.url(""))
+        .output()
         .await
         .unwrap();
-    assert_eq!(r.status(), 202);
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let printed: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(printed["state"], "queued");
     let done = settled(&app, &id, "succeeded").await;
     assert_eq!(done["attempts"], 3);
     assert_eq!(done["records"].as_array().unwrap().len(), 3);
