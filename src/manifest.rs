@@ -178,7 +178,7 @@ struct RawManifest {
 #[serde(deny_unknown_fields)]
 struct RawTriggers {
     http: Option<Vec<RawHttpTrigger>>,
-    cron: Option<Vec<String>>,
+    cron: Option<Vec<crate::events::config::RawCron>>,
 }
 
 /// Either `- GET` or, as OpenLambda writes it, `- method: GET`.

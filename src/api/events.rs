@@ -22,6 +22,42 @@ pub fn router() -> Router<AppState> {
         .route("/functions/{name}/invocations", post(invoke_async))
         .route("/invocations/{request_id}", get(show))
         .route("/invocations/{request_id}/retry", post(retry))
+        .route("/functions/{name}/schedules", get(schedules))
+}
+
+/// A function's schedules with their next ticks, and the latest ticks
+/// fired with their events' states:
+/// `{"schedules": [{"schedule", "missed", "next": [...]}], "fired": [...]}`.
+async fn schedules(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.catalog.get(&name).await?.is_none() {
+        return Err(ApiError::function_not_found(&name));
+    }
+    let rows = crate::store::schedules::all(&state.db, Some(&name)).await?;
+    let now = chrono::Utc::now();
+    let schedules: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let mut next = Vec::new();
+            if let Ok(schedule) = crate::events::cron::Schedule::parse(&row.schedule) {
+                let mut t = now;
+                while let Some(tick) = schedule.next_after(t).filter(|_| next.len() < 3) {
+                    next.push(tick);
+                    t = tick;
+                }
+            }
+            json!({
+                "schedule": row.schedule,
+                "missed": if row.catch_up { "once" } else { "skip" },
+                "last_tick": row.last_tick,
+                "next": next,
+            })
+        })
+        .collect();
+    let fired = crate::store::schedules::recent(&state.db, &name, 10).await?;
+    Ok(Json(json!({ "schedules": schedules, "fired": fired })))
 }
 
 /// Whether a function-URL call asks to be queued.

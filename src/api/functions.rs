@@ -168,7 +168,7 @@ async fn deploy(
         )
         .await?;
         let events = &inspected.manifest.events;
-        crate::store::events::save_settings(&mut *tx, name.as_str(), events).await?;
+        crate::store::events::save_settings(&mut tx, name.as_str(), events).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(result)
     }

@@ -22,8 +22,8 @@ pub struct EventSettings {
     pub retries: u32,
     /// An event still waiting this long after it was queued fails unrun.
     pub max_age_s: u32,
-    /// Cron expressions (five fields, UTC).
-    pub cron: Vec<String>,
+    /// Schedules (`triggers.cron`).
+    pub cron: Vec<CronTrigger>,
     /// Gets the result of each async or scheduled call that succeeded.
     pub on_success: Option<FunctionName>,
     /// Gets the error of each async or scheduled call that failed for good.
@@ -52,11 +52,33 @@ pub struct RawAsync {
     max_age_s: Option<u32>,
 }
 
+/// One schedule: a cron expression, and what to do about ticks missed
+/// while no manager ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CronTrigger {
+    pub schedule: String,
+    /// `true` (`missed: once`): the latest missed tick fires once on
+    /// recovery; `false` (`missed: skip`, the default): missed ticks are
+    /// skipped.
+    pub catch_up: bool,
+}
+
+/// `- "*/5 * * * *"` or `- {schedule: "0 * * * *", missed: once}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCron {
+    Expr(String),
+    Detailed {
+        schedule: String,
+        missed: Option<String>,
+    },
+}
+
 /// The event keys of `ol.yaml` as written.
 #[derive(Debug, Default)]
 pub struct RawEvents {
     pub async_: Option<RawAsync>,
-    pub cron: Option<Vec<String>>,
+    pub cron: Option<Vec<RawCron>>,
     pub on_success: Option<String>,
     pub on_failure: Option<String>,
 }
@@ -89,10 +111,24 @@ impl EventSettings {
                 cron.len()
             ));
         }
-        for expr in cron {
-            super::cron::Schedule::parse(&expr)?;
-            if !s.cron.contains(&expr) {
-                s.cron.push(expr);
+        for raw in cron {
+            let (schedule, missed) = match raw {
+                RawCron::Expr(e) => (e, None),
+                RawCron::Detailed { schedule, missed } => (schedule, missed),
+            };
+            super::cron::Schedule::parse(&schedule)?;
+            let catch_up = match missed.as_deref() {
+                None | Some("skip") => false,
+                Some("once") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "triggers.cron {schedule:?}: missed: {other:?} is not known; \
+                         use missed: skip (the default) or missed: once"
+                    ))
+                }
+            };
+            if !s.cron.iter().any(|c| c.schedule == schedule) {
+                s.cron.push(CronTrigger { schedule, catch_up });
             }
         }
         Ok(s)
@@ -128,5 +164,31 @@ mod tests {
         assert!(err("async: {max_age_s: 999999}").contains("async.max_age_s"));
         assert!(err("async: {speed: 1}").contains("unknown field"));
         assert!(err("on_failure: Bad/Name").contains("on_failure"));
+        assert!(err("triggers: {cron: [\"* *\"]}").contains("has 2 fields"));
+        assert!(
+            err("triggers: {cron: [{schedule: \"* * * * *\", missed: all}]}")
+                .contains("missed: \"all\" is not known")
+        );
+    }
+
+    #[test]
+    fn schedules_with_their_missed_tick_rule() {
+        let s = parse(
+            "triggers:\n  cron:\n    - \"*/5 * * * *\"\n    - {schedule: \"0 * * * *\", missed: once}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.cron,
+            [
+                CronTrigger {
+                    schedule: "*/5 * * * *".into(),
+                    catch_up: false
+                },
+                CronTrigger {
+                    schedule: "0 * * * *".into(),
+                    catch_up: true
+                }
+            ]
+        );
     }
 }

@@ -45,6 +45,8 @@ pub struct QueueSettings {
     /// Attempts this manager runs at once, over all functions
     /// (`OL_ASYNC_WORKERS`).
     pub workers: usize,
+    /// How often schedules are checked for due ticks (`OL_CRON_POLL_MS`).
+    pub cron_poll: Duration,
 }
 
 impl QueueSettings {
@@ -65,6 +67,7 @@ impl QueueSettings {
             lease,
             poll: ms("OL_ASYNC_POLL_MS", 200)?,
             backoff: ms("OL_ASYNC_BACKOFF_MS", 2_000)?,
+            cron_poll: ms("OL_CRON_POLL_MS", 1_000)?,
             workers: Some(workers)
                 .filter(|w| *w > 0)
                 .context("OL_ASYNC_WORKERS must be at least 1")?,
@@ -123,7 +126,7 @@ impl Events {
         self.shared.wake.notify_one();
     }
 
-    fn stopping(&self) -> bool {
+    pub fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::SeqCst)
     }
 

@@ -20,12 +20,13 @@ use crate::pool::AcquireError;
 use crate::sandbox::{error_parts, Payload};
 use crate::store::events::{self as store, error_json, Claimed, Finish, Finished};
 
-/// Runs until [`super::Events::stop`], then waits for the attempts in
-/// flight to be written.
+/// Runs (with the cron loop beside it) until [`super::Events::stop`], then
+/// waits for the attempts in flight to be written.
 pub async fn run(state: AppState) {
     let settings = state.settings.events.clone();
     let slots = Arc::new(Semaphore::new(settings.workers));
     let mut attempts = JoinSet::new();
+    let cron = tokio::spawn(super::cron::run(state.clone()));
     while !state.events.stopping() {
         claim_due(&state, &slots, &mut attempts).await;
         while attempts.try_join_next().is_some() {}
@@ -34,6 +35,7 @@ pub async fn run(state: AppState) {
             () = tokio::time::sleep(settings.poll) => {}
         }
     }
+    cron.abort();
     while attempts.join_next().await.is_some() {}
 }
 

@@ -18,9 +18,10 @@ use crate::events::EventSettings;
 use crate::meter::Usage;
 use crate::store::invocations::Invocation;
 
-/// Stores a function's event settings (at each deploy).
+/// Stores a function's event settings and schedules (at each deploy, in
+/// its transaction).
 pub async fn save_settings(
-    db: impl PgExecutor<'_>,
+    db: &mut PgConnection,
     function: &str,
     s: &EventSettings,
 ) -> sqlx::Result<()> {
@@ -36,9 +37,9 @@ pub async fn save_settings(
     .bind(s.max_age_s as i32)
     .bind(s.on_success.as_ref().map(|n| n.as_str()))
     .bind(s.on_failure.as_ref().map(|n| n.as_str()))
-    .execute(db)
+    .execute(&mut *db)
     .await?;
-    Ok(())
+    crate::store::schedules::save(db, function, &s.cron).await
 }
 
 /// A new event to queue.

@@ -6,6 +6,7 @@
 pub mod events;
 pub mod functions;
 pub mod invocations;
+pub mod schedules;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

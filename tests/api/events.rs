@@ -311,7 +311,11 @@ async fn exhausted_retries_fail_reach_on_failure_and_can_be_redriven() {
         .output()
         .await
         .unwrap();
-    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     let printed: Value = serde_json::from_slice(&cli.stdout).unwrap();
     assert_eq!(printed["state"], "queued");
     let done = settled(&app, &id, "succeeded").await;
@@ -482,4 +486,101 @@ async fn a_killed_manager_loses_no_event_and_reruns_no_succeeded_one() {
         count("SELECT count(DISTINCT request_id) FROM invocations WHERE status = 'success'").await;
     assert_eq!(successes, EVENTS);
     db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_tick_with_two_managers_on_one_database() {
+    let first = spawn_app_with(|s| s.events.cron_poll = Duration::from_millis(200)).await;
+    let shared = first.settings.database_url.clone();
+    let second = spawn_app_with(|s| {
+        s.database_url = shared;
+        s.events.cron_poll = Duration::from_millis(200);
+    })
+    .await;
+    // A seconds field, so a test sees several ticks in seconds.
+    first
+        .deploy_ok(
+            "ticker",
+            &[
+                ("f.py", ECHO),
+                ("ol.yaml", "triggers:\n  cron: [\"*/2 * * * * *\"]\n"),
+            ],
+        )
+        .await;
+    let ticks = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                "SELECT tick FROM cron_ticks t JOIN events e USING (request_id) \
+                 WHERE e.state = 'succeeded' ORDER BY tick",
+            )
+            .fetch_all(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let enough = eventually(Duration::from_secs(60), || async {
+        ticks(&first).await.len() >= 4
+    })
+    .await;
+    assert!(enough, "the schedule fired: {:?}", ticks(&first).await);
+
+    // Shown with its next ticks and what fired.
+    let (status, shown) = json(first.get("/api/v1/functions/ticker/schedules").await).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["schedules"][0]["schedule"], "*/2 * * * * *");
+    assert_eq!(shown["schedules"][0]["next"].as_array().unwrap().len(), 3);
+    assert_eq!(shown["fired"][0]["schedule"], "*/2 * * * * *");
+
+    // A redeploy without the schedule removes it at once.
+    first.deploy_ok("ticker", &[("f.py", ECHO)]).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM function_schedules")
+        .fetch_one(&first.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let fired = eventually(Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE trigger = 'cron' AND state <> 'succeeded'",
+        )
+        .fetch_one(&first.db)
+        .await
+        .unwrap();
+        n == 0
+    })
+    .await;
+    assert!(fired, "every scheduled call ran");
+    first.flush().await;
+    second.flush().await;
+
+    // Every tick from the first to the last, 2 s apart, each fired once:
+    // one event, one attempt, one record, whichever manager saw it first.
+    let all: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT tick FROM cron_ticks ORDER BY tick")
+            .fetch_all(&first.db)
+            .await
+            .unwrap();
+    for pair in all.windows(2) {
+        assert_eq!(pair[1] - pair[0], chrono::Duration::seconds(2), "{all:?}");
+    }
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE trigger = 'cron'), \
+                (SELECT count(*) FROM events WHERE trigger = 'cron' AND attempts = 1), \
+                (SELECT count(*) FROM invocations WHERE trigger = 'cron')",
+    )
+    .fetch_one(&first.db)
+    .await
+    .unwrap();
+    let n = all.len() as i64;
+    assert_eq!(counts, (n, n, n));
+    let event: Value = sqlx::query_scalar(
+        "SELECT convert_from(payload, 'UTF8')::jsonb FROM events WHERE trigger = 'cron' LIMIT 1",
+    )
+    .fetch_one(&first.db)
+    .await
+    .unwrap();
+    assert_eq!(event["schedule"], "*/2 * * * * *");
+    assert_eq!(event["function"], "ticker");
+    second.stop().await;
+    first.stop().await;
 }
