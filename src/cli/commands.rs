@@ -176,6 +176,7 @@ pub async fn info(api: &Api, name: &str) -> anyhow::Result<()> {
     ] {
         println!("{key:<16} {}", text(&f[key]));
     }
+    super::events::schedules(api, name).await?;
     let calls = api
         .get(&format!("/api/v1/functions/{name}/invocations?limit=10"))
         .await?

@@ -57,3 +57,39 @@ pub async fn invoke(api: &Api, name: &str, body: String) -> anyhow::Result<()> {
     eprintln!("queued; see it with: ol async show {id}");
     Ok(())
 }
+
+/// For `ol info`: the function's schedules, their next ticks and the
+/// latest ticks fired with their states (nothing when it has none).
+pub async fn schedules(api: &Api, name: &str) -> anyhow::Result<()> {
+    let shown = api
+        .get(&format!("/api/v1/functions/{name}/schedules"))
+        .await?
+        .ok()?
+        .json()?;
+    let schedules = shown["schedules"].as_array().cloned().unwrap_or_default();
+    if schedules.is_empty() {
+        return Ok(());
+    }
+    println!("\nschedules (UTC):");
+    for s in &schedules {
+        let next: Vec<&str> = s["next"]
+            .as_array()
+            .map(|n| n.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "  {}  missed: {}  next: {}",
+            s["schedule"].as_str().unwrap_or_default(),
+            s["missed"].as_str().unwrap_or_default(),
+            next.join(", ")
+        );
+    }
+    for fired in shown["fired"].as_array().into_iter().flatten().take(5) {
+        println!(
+            "  fired {}  {}  {}",
+            fired["tick"].as_str().unwrap_or_default(),
+            fired["state"].as_str().unwrap_or("-"),
+            fired["request_id"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -531,6 +531,24 @@ async fn a_schedule_fires_once_per_tick_with_two_managers_on_one_database() {
     assert_eq!(shown["schedules"][0]["schedule"], "*/2 * * * * *");
     assert_eq!(shown["schedules"][0]["next"].as_array().unwrap().len(), 3);
     assert_eq!(shown["fired"][0]["schedule"], "*/2 * * * * *");
+    let info = tokio::process::Command::new(env!("CARGO_BIN_EXE_ol"))
+        .args(["info", "ticker"])
+        .env("OL_URL", first.url(""))
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert!(
+        printed.contains("schedules (UTC):")
+            && printed.contains("*/2 * * * * *  missed: skip  next: "),
+        "{printed}"
+    );
+    assert!(printed.contains("  fired "), "{printed}");
 
     // A redeploy without the schedule removes it at once.
     first.deploy_ok("ticker", &[("f.py", ECHO)]).await;
@@ -583,4 +601,45 @@ async fn a_schedule_fires_once_per_tick_with_two_managers_on_one_database() {
     assert_eq!(event["function"], "ticker");
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_success_sends_the_result_on_and_a_loop_ends() {
+    let app = app().await;
+    app.deploy_ok("loop", &[("f.py", ECHO), ("ol.yaml", "on_success: loop\n")])
+        .await;
+    let id = enqueue(&app, "loop", r#"{"hop": 0}"#).await;
+    // The first call, then one destination call per hop, up to the bound.
+    let all_ran = eventually(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE state = 'succeeded'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        n == 9
+    })
+    .await;
+    assert!(all_ran, "the chain ran to its bound");
+    let first_hop: (uuid::Uuid, Value) =
+        sqlx::query_as("SELECT request_id, result FROM events WHERE origin = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    // The destination's event (echoed back as its result) carries the
+    // result on, with the request id of the call it follows.
+    let event = &first_hop.1;
+    assert_eq!(event["condition"], "success");
+    assert_eq!(event["request_id"], id.as_str());
+    assert_eq!(event["trigger"], "async");
+    assert_eq!(event["response"]["hop"], 0);
+    assert_eq!(event["request"]["hop"], 0);
+    let shown = invocation(&app, &first_hop.0.to_string()).await;
+    assert_eq!(shown["trigger"], "destination");
+    assert_eq!(shown["origin"], id.as_str());
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(total, 9, "no destination past the bound");
+    app.stop().await;
 }
