@@ -11,6 +11,7 @@
 //! Each scenario runs its own manager in this process (own database, data
 //! directory and instance label) and removes it afterwards.
 
+mod async_path;
 mod check;
 mod harness;
 mod scenarios;
@@ -24,8 +25,12 @@ use serde::Serialize;
 /// Options of `ol bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchOptions {
-    /// Scenarios to run, comma-separated: warm, cold, burst, writer.
-    #[arg(long, default_value = "warm,cold,burst,writer", value_delimiter = ',')]
+    /// Scenarios to run, comma-separated: warm, cold, burst, writer, async.
+    #[arg(
+        long,
+        default_value = "warm,cold,burst,writer,async",
+        value_delimiter = ','
+    )]
     pub only: Vec<String>,
     /// Calls per path in the warm scenario.
     #[arg(long, default_value_t = 2000)]
@@ -45,6 +50,9 @@ pub struct BenchOptions {
     /// Records in the writer scenario.
     #[arg(long, default_value_t = 50_000)]
     pub writer_records: usize,
+    /// Events in the async scenario.
+    #[arg(long, default_value_t = 2000)]
+    pub async_events: usize,
     /// Also write the JSON report to this file (`scripts/bench-table.sh`
     /// turns it into README's table).
     #[arg(long)]
@@ -67,6 +75,7 @@ impl BenchOptions {
         self.burst_secs = 5;
         self.burst_handler_ms = 200;
         self.writer_records = 5_000;
+        self.async_events = 200;
         self
     }
 }
@@ -117,6 +126,8 @@ pub struct Report {
     pub burst: Option<scenarios::Burst>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer: Option<scenarios::Writer>,
+    #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
+    pub async_path: Option<async_path::AsyncPath>,
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
@@ -137,7 +148,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "cold" => report.cold = Some(scenarios::cold(&env, &options).await?),
             "burst" => report.burst = Some(scenarios::burst(&env, &options).await?),
             "writer" => report.writer = Some(scenarios::writer(&env, &options).await?),
-            other => anyhow::bail!("unknown scenario {other:?}; use warm, cold, burst or writer"),
+            "async" => report.async_path = Some(async_path::async_path(&env, &options).await?),
+            other => {
+                anyhow::bail!("unknown scenario {other:?}; use warm, cold, burst, writer or async")
+            }
         }
     }
     print_table(&report);
@@ -240,6 +254,25 @@ fn print_table(report: &Report) {
             "burst".into(),
             "mean ratio platform / ideal (target <= 1.3)".into(),
             f(b.mean_ratio),
+        ));
+    }
+    if let Some(a) = &report.async_path {
+        rows.push((
+            "async".into(),
+            format!(
+                "enqueue to start p50 / p99 (ms) ({} events, concurrency {})",
+                a.events, a.concurrency
+            ),
+            format!(
+                "{} / {}",
+                f(a.enqueue_to_start.p50_ms),
+                f(a.enqueue_to_start.p99_ms)
+            ),
+        ));
+        rows.push((
+            "async".into(),
+            "events/s, enqueue to last success".into(),
+            format!("{:.0}", a.events_per_s),
         ));
     }
     if let Some(w) = &report.writer {
