@@ -31,6 +31,8 @@ pub struct Application {
     /// Function URLs (`OL_FUNCTIONS_LISTEN`).
     functions_listener: TcpListener,
     writer: tokio::task::JoinHandle<()>,
+    /// The async queue's worker (`crate::events::queue`).
+    events_worker: tokio::task::JoinHandle<()>,
 }
 
 /// Connects to the local Docker engine at the API version it speaks.
@@ -92,6 +94,7 @@ impl Application {
             recorder,
             metrics: Arc::default(),
             node: crate::cluster::Node::default(),
+            events: Default::default(),
             catalog,
             settings,
             db,
@@ -102,11 +105,13 @@ impl Application {
             logins: Arc::default(),
         };
         crate::api::auth::bootstrap(&state).await?;
+        let events_worker = tokio::spawn(crate::events::queue::run(state.clone()));
         Ok(Self {
             state,
             listener,
             functions_listener,
             writer,
+            events_worker,
         })
     }
 
@@ -205,6 +210,9 @@ impl Application {
                 let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
             }
         }
+        // Async attempts in flight finish and are written; none start.
+        self.state.events.stop();
+        let _ = self.events_worker.await;
         self.state.pool.shutdown().await;
         // Records reach Postgres before the manager stops; if it is away,
         // they wait in the journal for the next start.

@@ -114,6 +114,8 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
         http_status: i32::from(CallStatus::NOT_FOUND.http),
         billed: CallStatus::NOT_FOUND.billed,
         logs: None,
+        trigger: Origin::HTTP.trigger.into(),
+        attempt: Origin::HTTP.attempt,
     };
     state.recorder.record(&record);
     // One metric series for every unknown name: names a caller makes up
@@ -128,6 +130,21 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
 /// The `function` label of calls to names that are not deployed; not a
 /// valid function name, so it never clashes with one.
 pub const UNKNOWN_FUNCTION: &str = "(unknown)";
+/// What started a call, as its record says: the trigger and, for an async
+/// event, which attempt this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// http, async, cron or destination.
+    pub trigger: &'static str,
+    pub attempt: i32,
+}
+
+impl Origin {
+    pub const HTTP: Self = Self {
+        trigger: "http",
+        attempt: 1,
+    };
+}
 
 /// Runs one call of `function` with `event` (JSON bytes). The work runs in
 /// its own task: a caller that hangs up does not stop the call half-way, so
@@ -138,7 +155,19 @@ pub async fn call(
     request_id: Uuid,
     payload: Payload,
 ) -> CallResult {
-    let task = tokio::spawn(async move { run(&state, &function, request_id, payload).await });
+    call_as(state, function, request_id, payload, Origin::HTTP).await
+}
+
+/// [`call`] for a call that did not come over HTTP (`crate::events`).
+pub async fn call_as(
+    state: AppState,
+    function: Arc<FunctionSpec>,
+    request_id: Uuid,
+    payload: Payload,
+    origin: Origin,
+) -> CallResult {
+    let task =
+        tokio::spawn(async move { run(&state, &function, request_id, payload, origin).await });
     match task.await {
         Ok(result) => result,
         Err(e) => CallResult {
@@ -153,6 +182,7 @@ async fn run(
     function: &Arc<FunctionSpec>,
     request_id: Uuid,
     payload: Payload,
+    origin: Origin,
 ) -> CallResult {
     let started_at = Utc::now();
     let queued = Instant::now();
@@ -232,6 +262,8 @@ async fn run(
             Outcome::Failed(Failure::Crashed(crash)) => crash.output.clone(),
             _ => None,
         },
+        trigger: origin.trigger.into(),
+        attempt: origin.attempt,
     };
     state.metrics.observe(&record);
     state.recorder.record(&record);

@@ -78,6 +78,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Package builds: deadline, parallelism; uploads: entry bound.
     pub packages: PackageSettings,
+    /// The async queue: lease, poll, backoff (`OL_ASYNC_*`).
+    pub events: crate::events::QueueSettings,
     /// Running as one node of several behind a load balancer.
     pub cluster: ClusterSettings,
 }
@@ -294,6 +296,7 @@ impl Settings {
             },
             log_retention_days: parse_or(&get, "OL_LOG_RETENTION_DAYS", 7)?,
             shutdown_timeout: Duration::from_secs(parse_or(&get, "OL_SHUTDOWN_TIMEOUT_S", 30)?),
+            events: crate::events::QueueSettings::from_lookup(&get)?,
             packages: PackageSettings {
                 timeout: Duration::from_secs(
                     positive(parse_or(&get, "OL_PACKAGES_TIMEOUT_S", 300)?)
@@ -387,7 +390,11 @@ fn default_data_dir() -> PathBuf {
 
 /// Parses `key` (a number, an address, a flag: anything `FromStr`) when it
 /// is set, else gives `default`; a bad value is an error naming the key.
-fn parse_or<T>(get: &impl Fn(&str) -> Option<String>, key: &str, default: T) -> anyhow::Result<T>
+pub(crate) fn parse_or<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &str,
+    default: T,
+) -> anyhow::Result<T>
 where
     T: FromStr,
     T::Err: std::fmt::Display,

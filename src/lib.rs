@@ -20,6 +20,8 @@
 //!   content-addressed code store.
 //! - [`function`]: a deployed function as the call path sees it.
 //! - [`manifest`]: function names and `ol.yaml`.
+//! - [`events`]: async calls, cron schedules and destinations, on a durable
+//!   Postgres queue that every manager sharing the database serves.
 //! - [`images`]: runtime images, built from embedded contexts, tagged by digest.
 //! - [`packages`]: requirements resolved and installed once per host into
 //!   the shared, read-only package cache.
@@ -49,6 +51,7 @@ pub mod cli;
 pub mod cluster;
 pub mod code;
 pub mod config;
+pub mod events;
 pub mod function;
 pub mod images;
 pub mod labels;

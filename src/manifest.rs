@@ -123,6 +123,8 @@ pub struct Manifest {
     pub auth: &'static str,
     /// Calls per second the function URL takes; `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// `async`, `triggers.cron`, `on_success`, `on_failure`.
+    pub events: crate::events::EventSettings,
 }
 
 /// `rate_limit` in `ol.yaml` (and PATCH): a token bucket.
@@ -263,6 +265,7 @@ impl Default for Manifest {
             rate_limit: None,
             network: Network::Internet,
             tmp_mb: DEFAULT_TMP_MB,
+            events: Default::default(),
         }
     }
 }
@@ -283,12 +286,17 @@ struct RawManifest {
     rate_limit: Option<RateLimit>,
     network: Option<String>,
     tmp_mb: Option<u32>,
+    #[serde(rename = "async")]
+    async_: Option<crate::events::config::RawAsync>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTriggers {
     http: Option<Vec<RawHttpTrigger>>,
+    cron: Option<Vec<crate::events::config::RawCron>>,
 }
 
 /// Either `- GET` or, as OpenLambda writes it, `- method: GET`.
@@ -307,7 +315,7 @@ impl Manifest {
 
     /// Parses `ol.yaml`, refusing limits above `max`.
     pub fn parse_within(yaml: &str, max: &Maxima) -> Result<Self, String> {
-        let raw: RawManifest = if yaml.trim().is_empty() {
+        let mut raw: RawManifest = if yaml.trim().is_empty() {
             RawManifest::default()
         } else {
             serde_yaml::from_str(yaml).map_err(|e| format!("ol.yaml is not valid: {e}"))?
@@ -377,6 +385,14 @@ impl Manifest {
             };
             m.environment.insert(key, value);
         }
+        m.events = checked(crate::events::EventSettings::parse(
+            crate::events::config::RawEvents {
+                async_: raw.async_,
+                cron: raw.triggers.as_mut().and_then(|t| t.cron.take()),
+                on_success: raw.on_success,
+                on_failure: raw.on_failure,
+            },
+        ))?;
         if let Some(http) = raw.triggers.and_then(|t| t.http) {
             let mut methods = Vec::new();
             for trigger in http {

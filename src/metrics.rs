@@ -302,6 +302,8 @@ mod tests {
             http_status: 200,
             billed: true,
             logs: None,
+            trigger: "http".into(),
+            attempt: 1,
         }
     }
 

@@ -36,4 +36,6 @@ pub struct AppState {
     pub logins: Arc<crate::ratelimit::LoginLimits>,
     /// This node's part in a cluster: draining, spills, prepared versions.
     pub node: crate::cluster::Node,
+    /// This manager's handle on the async queue (`crate::events`).
+    pub events: crate::events::Events,
 }

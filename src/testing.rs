@@ -73,6 +73,8 @@ pub fn sample_invocation(function: &str) -> Invocation {
         http_status: 200,
         billed: true,
         logs: None,
+        trigger: "http".into(),
+        attempt: 1,
     }
 }
 

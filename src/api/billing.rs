@@ -24,7 +24,8 @@ pub struct ReportQuery {
     pub from: Option<String>,
     pub to: Option<String>,
     pub function: Option<String>,
-    /// `day`: a line per function and day.
+    /// `day`: a line per function and day; `trigger`: per function and
+    /// trigger (http, async, cron, destination).
     pub group: Option<String>,
     /// `csv` for CSV; JSON otherwise.
     pub format: Option<String>,
@@ -44,6 +45,8 @@ pub struct Line {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub day: Option<NaiveDate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     #[serde(flatten)]
     pub figures: Figures,
 }
@@ -144,6 +147,7 @@ pub fn report_of(usage: UsageRows, prices: &BillingSettings) -> Report {
             .map(|(name, day, usage)| Line {
                 name,
                 day,
+                trigger: None,
                 figures: Figures::of(usage, prices),
             })
             .collect(),
@@ -155,15 +159,34 @@ pub async fn report(state: &AppState, query: &ReportQuery) -> Result<Report, Api
     let by_day = match query.group.as_deref() {
         None | Some("") | Some("function") => false,
         Some("day") => true,
+        Some("trigger") => return report_by_trigger(state, query).await,
         Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_group",
-                format!("group={other:?} is not known; use group=day, or leave it out"),
+                format!(
+                    "group={other:?} is not known; use group=day or group=trigger, or leave it out"
+                ),
             ))
         }
     };
     let usage = usage(state, query, by_day).await?;
     Ok(report_of(usage, &state.settings.billing))
+}
+
+/// A line per function and trigger (`group=trigger`).
+async fn report_by_trigger(state: &AppState, query: &ReportQuery) -> Result<Report, ApiError> {
+    let (from, to) = range(query)?;
+    let function = query.function.as_deref().filter(|f| !f.is_empty());
+    let rows =
+        crate::store::events::usage_by_trigger(&state.db, midnight(from), midnight(to), function)
+            .await?;
+    let triggers: Vec<String> = rows.iter().map(|(_, t, _)| t.clone()).collect();
+    let rows = rows.into_iter().map(|(f, _, u)| (f, None, u)).collect();
+    let mut report = report_of(UsageRows { from, to, rows }, &state.settings.billing);
+    for (line, trigger) in report.functions.iter_mut().zip(triggers) {
+        line.trigger = Some(trigger);
+    }
+    Ok(report)
 }
 
 async fn report_api(
@@ -181,7 +204,7 @@ async fn report_api(
                     "attachment; filename=\"openlambda-billing.csv\"",
                 ),
             ],
-            csv(&report, query.group.as_deref() == Some("day")),
+            csv(&report, query.group.as_deref().unwrap_or_default()),
         )
             .into_response()),
         Some(other) => Err(ApiError::bad_request(
@@ -191,18 +214,24 @@ async fn report_api(
     }
 }
 
-/// A header line, then a line per function (or per function and day).
-fn csv(report: &Report, by_day: bool) -> String {
-    let mut out = String::from(if by_day {
-        "function,day,invocations,billed_ms,gb_seconds,cost_usd\n"
-    } else {
-        "function,invocations,billed_ms,gb_seconds,cost_usd\n"
+/// A header line, then a line per function (or per function and day, or
+/// per function and trigger).
+fn csv(report: &Report, group: &str) -> String {
+    let mut out = String::from(match group {
+        "day" => "function,day,invocations,billed_ms,gb_seconds,cost_usd\n",
+        "trigger" => "function,trigger,invocations,billed_ms,gb_seconds,cost_usd\n",
+        _ => "function,invocations,billed_ms,gb_seconds,cost_usd\n",
     });
     for line in &report.functions {
         let f = &line.figures;
         let day = line.day.map(|d| format!("{d},")).unwrap_or_default();
+        let trigger = line
+            .trigger
+            .as_ref()
+            .map(|t| format!("{t},"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{},{day}{},{},{},{}\n",
+            "{},{day}{trigger}{},{},{},{}\n",
             line.name, f.invocations, f.billed_ms, f.gb_seconds, f.cost
         ));
     }

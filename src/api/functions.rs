@@ -180,6 +180,8 @@ async fn deploy(
         )
         .await?;
         crate::store::access::put(&mut *tx, name.as_str(), &access_of(&inspected.manifest)).await?;
+        let events = &inspected.manifest.events;
+        crate::store::events::save_settings(&mut tx, name.as_str(), events).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(result)
     }

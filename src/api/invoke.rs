@@ -222,6 +222,10 @@ async fn invoke(
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
+    // On the function URL, as AWS's; `/run` stays OpenLambda's synchronous call.
+    if http.route == Route::Fn && super::events::wants_async(&http.headers) {
+        return super::events::accept(&state, &function.name, body).await;
+    }
     let request_id = Uuid::new_v4();
     let payload = match (http.route, function.runtime) {
         // Node's handlers take an event only: /run gives it the JSON body.

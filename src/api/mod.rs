@@ -11,6 +11,7 @@ mod audit;
 pub mod auth;
 mod billing;
 pub mod error;
+pub mod events;
 mod functions;
 pub mod guard;
 mod hosts;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
             "/functions/{name}/run",
             axum::routing::post(invoke::run_from_dashboard),
         )
+        .merge(events::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

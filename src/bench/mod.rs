@@ -14,6 +14,7 @@
 //! Each scenario runs its own manager in this process (own database, data
 //! directory and instance label) and removes it afterwards.
 
+mod async_path;
 mod check;
 mod harness;
 mod scenarios;
@@ -28,10 +29,10 @@ use serde::Serialize;
 /// Options of `ol bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchOptions {
-    /// Scenarios to run, comma-separated: warm, cold, burst, writer, soak.
+    /// Scenarios to run, comma-separated: warm, cold, burst, writer, soak, async.
     #[arg(
         long,
-        default_value = "warm,cold,burst,writer,soak",
+        default_value = "warm,cold,burst,writer,soak,async",
         value_delimiter = ','
     )]
     pub only: Vec<String>,
@@ -56,6 +57,9 @@ pub struct BenchOptions {
     /// Calls in the soak scenario.
     #[arg(long, default_value_t = 10_000)]
     pub soak_calls: usize,
+    /// Events in the async scenario.
+    #[arg(long, default_value_t = 2000)]
+    pub async_events: usize,
     /// Also write the JSON report to this file (`scripts/bench-table.sh`
     /// turns it into README's table).
     #[arg(long)]
@@ -79,6 +83,7 @@ impl BenchOptions {
         self.burst_handler_ms = 200;
         self.writer_records = 5_000;
         self.soak_calls = 500;
+        self.async_events = 200;
         self
     }
 }
@@ -131,6 +136,8 @@ pub struct Report {
     pub writer: Option<scenarios::Writer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<soak::Soak>,
+    #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
+    pub async_path: Option<async_path::AsyncPath>,
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
@@ -152,8 +159,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "burst" => report.burst = Some(scenarios::burst(&env, &options).await?),
             "writer" => report.writer = Some(scenarios::writer(&env, &options).await?),
             "soak" => report.soak = Some(soak::soak(&env, &options).await?),
+            "async" => report.async_path = Some(async_path::async_path(&env, &options).await?),
             other => {
-                anyhow::bail!("unknown scenario {other:?}; use warm, cold, burst, writer or soak")
+                anyhow::bail!(
+                    "unknown scenario {other:?}; use warm, cold, burst, writer, soak or async"
+                )
             }
         }
     }
@@ -257,6 +267,25 @@ fn print_table(report: &Report) {
             "burst".into(),
             "mean ratio platform / ideal (target <= 1.3)".into(),
             f(b.mean_ratio),
+        ));
+    }
+    if let Some(a) = &report.async_path {
+        rows.push((
+            "async".into(),
+            format!(
+                "enqueue to start p50 / p99 (ms) ({} events, concurrency {})",
+                a.events, a.concurrency
+            ),
+            format!(
+                "{} / {}",
+                f(a.enqueue_to_start.p50_ms),
+                f(a.enqueue_to_start.p99_ms)
+            ),
+        ));
+        rows.push((
+            "async".into(),
+            "events/s, enqueue to last success".into(),
+            format!("{:.0}", a.events_per_s),
         ));
     }
     if let Some(w) = &report.writer {

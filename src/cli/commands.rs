@@ -97,19 +97,18 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()
     Ok(())
 }
 
-pub async fn invoke(
-    api: &Api,
-    name: &str,
-    data: Option<String>,
-    file: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let body = match (data, file) {
+/// The event of `ol invoke`: `--data`, else `--data-file`, else none.
+pub fn event_body(data: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    Ok(match (data, file) {
         (Some(d), _) => d,
         (None, Some(f)) => {
             std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?
         }
         (None, None) => String::new(),
-    };
+    })
+}
+
+pub async fn invoke(api: &Api, name: &str, body: String) -> anyhow::Result<()> {
     let answer = api
         .send(
             Method::POST,
@@ -179,6 +178,7 @@ pub async fn info(api: &Api, name: &str) -> anyhow::Result<()> {
     ] {
         println!("{key:<16} {}", text(&f[key]));
     }
+    super::events::schedules(api, name).await?;
     let calls = api
         .get(&format!("/api/v1/functions/{name}/invocations?limit=10"))
         .await?

@@ -5,6 +5,7 @@
 mod access;
 mod client;
 mod commands;
+mod events;
 
 use std::process::ExitCode;
 
@@ -71,7 +72,13 @@ enum Command {
         /// A file holding the event as JSON.
         #[arg(long)]
         data_file: Option<std::path::PathBuf>,
+        /// Queue the call and print its request id (see `ol async show ID`).
+        #[arg(long = "async")]
+        queue: bool,
     },
+    /// Async calls: show one, re-drive a failed one.
+    #[command(subcommand)]
+    Async(events::AsyncCommand),
     /// List the functions.
     #[command(after_help = "Example:\n  ol list")]
     List,
@@ -182,7 +189,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             name,
             data,
             data_file,
-        } => commands::invoke(&Api::from_env(), &name, data, data_file).await,
+            queue,
+        } => {
+            let body = commands::event_body(data, data_file)?;
+            if queue {
+                events::invoke(&Api::from_env(), &name, body).await
+            } else {
+                commands::invoke(&Api::from_env(), &name, body).await
+            }
+        }
+        Command::Async(command) => events::run(&Api::from_env(), command).await,
         Command::List => commands::list(&Api::from_env()).await,
         Command::Info { name } => commands::info(&Api::from_env(), &name).await,
         Command::Logs { name, follow } => commands::logs(&Api::from_env(), &name, follow).await,

@@ -33,10 +33,25 @@ pub struct Invocation {
     /// The handler's stdout and stderr (capped), where kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,
+    /// What started the call: http, async, cron or destination.
+    #[serde(default = "http_trigger")]
+    pub trigger: String,
+    /// Which attempt of its event this was (1 for a synchronous call).
+    #[serde(default = "first_attempt")]
+    pub attempt: i32,
+}
+
+/// Journal lines written before records had a trigger were HTTP calls.
+fn http_trigger() -> String {
+    "http".into()
+}
+
+fn first_attempt() -> i32 {
+    1
 }
 
 /// Inserts many records in one round trip; a request id already stored is
-/// skipped, so writing a batch twice counts it once.
+/// skipped (per attempt), so writing a batch twice counts it once.
 pub async fn insert_batch(db: impl PgExecutor<'_>, records: &[Invocation]) -> sqlx::Result<()> {
     fn column<T>(records: &[Invocation], f: impl Fn(&Invocation) -> T) -> Vec<T> {
         records.iter().map(f).collect()
@@ -44,11 +59,12 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, records: &[Invocation]) -> sq
     sqlx::query(
         "INSERT INTO invocations (request_id, function, version, started_at, duration_ms, \
              billed_ms, memory_mb, init_ms, cold, status, http_status, billed, \
-             max_memory_used_mb, wait_ms, logs) \
+             max_memory_used_mb, wait_ms, logs, trigger, attempt) \
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
              $5::int8[], $6::int8[], $7::int4[], $8::int8[], $9::bool[], $10::text[], \
-             $11::int4[], $12::bool[], $13::int4[], $14::int8[], $15::text[]) \
-         ON CONFLICT (request_id) DO NOTHING",
+             $11::int4[], $12::bool[], $13::int4[], $14::int8[], $15::text[], $16::text[], \
+             $17::int4[]) \
+         ON CONFLICT (request_id, attempt) DO NOTHING",
     )
     .bind(column(records, |r| r.request_id))
     .bind(column(records, |r| r.function.clone()))
@@ -65,6 +81,8 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, records: &[Invocation]) -> sq
     .bind(column(records, |r| r.max_memory_used_mb))
     .bind(column(records, |r| r.wait_ms))
     .bind(column(records, |r| r.logs.clone()))
+    .bind(column(records, |r| r.trigger.clone()))
+    .bind(column(records, |r| r.attempt))
     .execute(db)
     .await?;
     Ok(())
@@ -80,7 +98,7 @@ pub async fn recent(
     sqlx::query_as(
         "SELECT request_id, function, version, started_at, duration_ms, billed_ms, memory_mb, \
                 max_memory_used_mb, init_ms, wait_ms, cold, status, http_status, billed, \
-                NULL::text AS logs \
+                NULL::text AS logs, trigger, attempt \
          FROM invocations WHERE function = $1 AND ($2::timestamptz IS NULL OR started_at < $2) \
          ORDER BY started_at DESC LIMIT $3",
     )

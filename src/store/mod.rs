@@ -5,9 +5,11 @@
 
 pub mod access;
 pub mod audit;
+pub mod events;
 pub mod functions;
 pub mod invocations;
 pub mod keys;
+pub mod schedules;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

@@ -9,6 +9,7 @@ mod cluster;
 mod compat;
 mod containers;
 mod dashboard;
+mod events;
 mod faults;
 mod helpers;
 mod invoke;

@@ -60,8 +60,14 @@ impl ServeEnv {
 
     /// Starts `ol serve` and waits until it answers `/healthz`.
     pub async fn serve(&self) -> Serve {
+        self.serve_with(&[]).await
+    }
+
+    /// [`Self::serve`] with more environment variables.
+    pub async fn serve_with(&self, vars: &[(&str, &str)]) -> Serve {
         let child = Command::new(env!("CARGO_BIN_EXE_ol"))
             .arg("serve")
+            .envs(vars.iter().copied())
             .env("DATABASE_URL", &self.database_url)
             .env("OL_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("OL_FUNCTIONS_LISTEN", format!("127.0.0.1:{}", self.fn_port))

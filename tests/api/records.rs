@@ -381,7 +381,8 @@ async fn replaying_records_already_stored_bills_nothing_twice() {
     assert_eq!(before.0, 3, "{before:?}");
     let stored: Vec<Invocation> = sqlx::query_as(
         "SELECT request_id, function, version, started_at, duration_ms, billed_ms, memory_mb, \
-                max_memory_used_mb, init_ms, wait_ms, cold, status, http_status, billed, logs \
+                max_memory_used_mb, init_ms, wait_ms, cold, status, http_status, billed, logs, \
+                trigger, attempt \
          FROM invocations",
     )
     .fetch_all(&app.db)
