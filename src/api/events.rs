@@ -40,14 +40,7 @@ async fn schedules(
     let schedules: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {
-            let mut next = Vec::new();
-            if let Ok(schedule) = crate::events::cron::Schedule::parse(&row.schedule) {
-                let mut t = now;
-                while let Some(tick) = schedule.next_after(t).filter(|_| next.len() < 3) {
-                    next.push(tick);
-                    t = tick;
-                }
-            }
+            let next = crate::events::cron::next_ticks_of(&row.schedule, now, 3);
             json!({
                 "schedule": row.schedule,
                 "missed": if row.catch_up { "once" } else { "skip" },

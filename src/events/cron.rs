@@ -61,6 +61,29 @@ impl Schedule {
     pub fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&time, false).ok()
     }
+
+    /// The next `n` ticks after `time`, for `ol info`, the API and the
+    /// dashboard.
+    pub fn next_ticks(&self, time: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut ticks = Vec::with_capacity(n);
+        let mut t = time;
+        while ticks.len() < n {
+            let Some(tick) = self.next_after(t) else {
+                break;
+            };
+            ticks.push(tick);
+            t = tick;
+        }
+        ticks
+    }
+}
+
+/// The next `n` ticks of the stored expression `expr` (none if it no longer
+/// parses).
+pub fn next_ticks_of(expr: &str, time: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    Schedule::parse(expr)
+        .map(|s| s.next_ticks(time, n))
+        .unwrap_or_default()
 }
 
 /// The ticks of `schedule` to fire now, oldest first: those in

@@ -551,6 +551,14 @@ async fn a_schedule_fires_once_per_tick_with_two_managers_on_one_database() {
         "{printed}"
     );
     assert!(printed.contains("  fired "), "{printed}");
+    // The dashboard's function page shows the schedule, its next ticks and
+    // the ticks fired with how their calls ended.
+    let page = first.get("/functions/ticker").await.text().await.unwrap();
+    assert!(
+        page.contains("<table id=\"schedules\"") && page.contains("<code>*/2 * * * * *</code>"),
+        "{page}"
+    );
+    assert!(page.contains("<table id=\"ticks\""), "{page}");
 
     // A redeploy without the schedule removes it at once.
     first.deploy_ok("ticker", &[("f.py", ECHO)]).await;

@@ -26,6 +26,8 @@ pub async fn page(
     let logs = invocations::logs(&state.db, &f.name, None, 10).await?;
     let versions = functions::versions(&state.db, &f.name).await?;
     let history = crate::store::audit::recent(&state.db, Some(&f.name), 20).await?;
+    let schedules = crate::store::schedules::all(&state.db, Some(&f.name)).await?;
+    let fired = crate::store::schedules::recent(&state.db, &f.name, 10).await?;
     let body = html! {
         (configuration(&f, &format!("{}/fn/{}", base_url(&headers, &state), f.name)))
         h2 { "Call it" }
@@ -34,6 +36,10 @@ pub async fn page(
         (recent_calls(&calls))
         h2 { "Output" }
         (output(&logs))
+        @if !schedules.is_empty() {
+            h2 { "Schedules" }
+            (schedules_table(&schedules, &fired, Utc::now()))
+        }
         h2 { "Versions" }
         (versions_table(&versions))
         h2 { "History" }
@@ -178,6 +184,48 @@ fn history_table(entries: &[crate::store::audit::Entry]) -> Markup {
     }
 }
 
+/// Each `triggers.cron` schedule with its next ticks, then the latest ticks
+/// fired and how their calls ended.
+fn schedules_table(
+    schedules: &[crate::store::schedules::ScheduleRow],
+    fired: &[crate::store::schedules::Fired],
+    now: DateTime<Utc>,
+) -> Markup {
+    html! {
+        table #schedules {
+            thead { tr { th { "Schedule (UTC)" } th { "Next ticks" } th { "Last tick" } } }
+            tbody {
+                @for s in schedules {
+                    tr {
+                        td { code { (s.schedule) } }
+                        td {
+                            @for tick in crate::events::cron::next_ticks_of(&s.schedule, now, 3) {
+                                (when(Some(tick))) br;
+                            }
+                        }
+                        td { (when(s.last_tick)) }
+                    }
+                }
+            }
+        }
+        @if !fired.is_empty() {
+            table #ticks {
+                thead { tr { th { "Tick" } th { "Schedule" } th { "Request" } th { "Result" } } }
+                tbody {
+                    @for t in fired {
+                        tr {
+                            td { (when(Some(t.tick))) }
+                            td { code { (t.schedule) } }
+                            td { code { (t.request_id) } }
+                            td { (t.state.as_deref().unwrap_or("-")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn versions_table(versions: &[(String, DateTime<Utc>, i64)]) -> Markup {
     html! {
         table {
@@ -218,6 +266,26 @@ mod tests {
         );
         assert!(
             html.contains("<pre>&lt;/pre&gt;&lt;script&gt;alert(2)&lt;/script&gt;</pre>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn schedules_show_their_next_ticks() {
+        let now: DateTime<Utc> = "2026-11-29T10:00:30Z".parse().unwrap();
+        let rows = [crate::store::schedules::ScheduleRow {
+            function: "f".into(),
+            schedule: "*/5 * * * *".into(),
+            catch_up: false,
+            created_at: now,
+            last_tick: None,
+        }];
+        let html = schedules_table(&rows, &[], now).into_string();
+        for tick in ["10:05:00", "10:10:00", "10:15:00"] {
+            assert!(html.contains(&format!("2026-11-29 {tick} UTC")), "{html}");
+        }
+        assert!(
+            html.contains("never") && !html.contains("id=\"ticks\""),
             "{html}"
         );
     }
