@@ -1,0 +1,535 @@
+//! The pool's bookkeeping: every container, every queued call, and the
+//! memory budget. Pure state under one lock: no I/O and no `.await` here;
+//! what must be done to Docker is returned to the caller (containers to
+//! remove, containers to start) and done outside the lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::entry::{Entry, Phase};
+use super::{ContainerView, PoolStatus, Step};
+use crate::config::PoolSettings;
+use crate::function::FunctionSpec;
+use crate::manifest::Runtime;
+use crate::sandbox::{Failure, Sandbox};
+
+/// What a queued call is sent when its turn comes.
+pub(crate) enum Grant {
+    /// A container slot, already leased to it.
+    Use {
+        sandbox: Arc<Sandbox>,
+        init: Option<Duration>,
+    },
+    /// Something changed (a container was prewarmed or paused): look again.
+    Retry,
+    /// The container started for it could not be made ready.
+    Failed(Failure),
+}
+
+/// What a call whose queue deadline passed does.
+pub(crate) enum Leave {
+    /// It left the line: throttled.
+    Left,
+    /// A grant was sent to it meanwhile: take it.
+    Granted,
+    /// A container being started is owed to it: wait for that.
+    Starting,
+}
+
+/// Why a call is refused without waiting.
+pub(crate) enum Refusal {
+    QueueFull,
+    TooLarge { needed: u64, budget: u64 },
+}
+
+struct Waiter {
+    ticket: u64,
+    grant: oneshot::Sender<Grant>,
+}
+
+/// A generic container, started and (normally) paused, with no code yet.
+struct Prewarmed {
+    /// The runtime it runs.
+    runtime: Runtime,
+    sandbox: Arc<Sandbox>,
+    paused: bool,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct FunctionState {
+    /// The code version containers must run; others are retired.
+    version: String,
+    /// The function as last called, for starts made on behalf of the queue.
+    latest: Option<(Arc<FunctionSpec>, PathBuf)>,
+    entries: Vec<Entry>,
+    /// Containers being created for this function.
+    starting: usize,
+    /// Prewarmed containers being specialised for this function.
+    specialising: usize,
+    /// Calls waiting for a container, first come first served.
+    waiters: VecDeque<Waiter>,
+}
+
+impl FunctionState {
+    fn concurrency(&self) -> u32 {
+        self.latest
+            .as_ref()
+            .map_or(1, |(f, _)| f.concurrency.max(1) as u32)
+    }
+
+    fn max_containers(&self) -> usize {
+        self.latest
+            .as_ref()
+            .map_or(1, |(f, _)| f.max_concurrency.max(1) as usize)
+    }
+
+    fn containers(&self) -> usize {
+        self.entries.len() + self.starting + self.specialising
+    }
+
+    /// Hands a slot of `sandbox` to the first queued call that still waits.
+    fn grant(&mut self, sandbox: &Arc<Sandbox>, init: Option<Duration>) -> bool {
+        while let Some(waiter) = self.waiters.pop_front() {
+            let grant = Grant::Use {
+                sandbox: sandbox.clone(),
+                init,
+            };
+            if waiter.grant.send(grant).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Tells the first queued call to look again.
+    fn nudge(&mut self) {
+        while let Some(waiter) = self.waiters.pop_front() {
+            if waiter.grant.send(Grant::Retry).is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) struct State {
+    functions: HashMap<String, FunctionState>,
+    prewarmed: Vec<Prewarmed>,
+    /// Generic containers being created, by runtime.
+    prewarming: HashMap<Runtime, usize>,
+    /// Memory of every container counted by its limit (creating ones too), MB.
+    used_mb: u64,
+    budget_mb: u64,
+    next_ticket: u64,
+    /// Containers taken out of the pool, to be removed outside the lock.
+    retired: Vec<Arc<Sandbox>>,
+    /// Containers to start for queued calls, outside the lock.
+    starts: Vec<(Arc<FunctionSpec>, PathBuf)>,
+}
+
+impl State {
+    pub fn new(budget_mb: u64) -> Self {
+        Self {
+            functions: HashMap::new(),
+            prewarmed: Vec::new(),
+            prewarming: HashMap::new(),
+            used_mb: 0,
+            budget_mb,
+            next_ticket: 0,
+            retired: Vec::new(),
+            starts: Vec::new(),
+        }
+    }
+
+    pub fn take_retired(&mut self) -> Vec<Arc<Sandbox>> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Decides, for every function with queued calls, which containers to
+    /// start, and returns them (called after every change of state).
+    pub fn take_starts(&mut self) -> Vec<(Arc<FunctionSpec>, PathBuf)> {
+        let names: Vec<String> = self
+            .functions
+            .iter()
+            .filter(|(_, f)| !f.waiters.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in names {
+            loop {
+                let f = &self.functions[&name];
+                let Some((function, code)) = f.latest.clone() else {
+                    break;
+                };
+                let owed = f.waiters.len();
+                let coming = (f.starting + f.specialising) * f.concurrency() as usize;
+                if coming >= owed || f.containers() >= f.max_containers() {
+                    break;
+                }
+                if !self.reserve(function.memory_mb as u64) {
+                    break;
+                }
+                self.functions.get_mut(&name).expect("listed").starting += 1;
+                self.starts.push((function, code));
+            }
+        }
+        std::mem::take(&mut self.starts)
+    }
+
+    /// Picks the cheapest way to serve a call of `function`.
+    pub fn choose(
+        &mut self,
+        function: &Arc<FunctionSpec>,
+        code: &Path,
+        settings: &PoolSettings,
+    ) -> Result<Step, Refusal> {
+        let needed = function.memory_mb as u64;
+        if needed > self.budget_mb {
+            return Err(Refusal::TooLarge {
+                needed,
+                budget: self.budget_mb,
+            });
+        }
+        self.functions.entry(function.name.clone()).or_default();
+        self.retire_other_versions(&function.name, &function.version);
+        let f = self
+            .functions
+            .get_mut(&function.name)
+            .expect("entry made above");
+        f.latest = Some((function.clone(), code.to_path_buf()));
+        let concurrency = f.concurrency();
+
+        // 1. A running container with a free slot, most recently used first.
+        let running = f
+            .entries
+            .iter_mut()
+            .filter(|w| {
+                matches!(w.phase, Phase::Busy | Phase::Idle) && w.in_flight < concurrency && !w.dead
+            })
+            .max_by_key(|w| (w.in_flight > 0, w.last_used));
+        if let Some(w) = running {
+            w.in_flight += 1;
+            w.set_phase(&function.name, Phase::Busy);
+            return Ok(Step::Use(w.sandbox.clone()));
+        }
+        // 2. A paused one.
+        if let Some(w) = f
+            .entries
+            .iter_mut()
+            .filter(|w| w.phase == Phase::Paused && !w.dead)
+            .max_by_key(|w| w.last_used)
+        {
+            w.in_flight += 1;
+            w.set_phase(&function.name, Phase::Unpausing);
+            return Ok(Step::Unpause(w.sandbox.clone()));
+        }
+        // 3. A prewarmed generic container of the function's runtime.
+        let room = f.containers() < f.max_containers();
+        let warm = self
+            .prewarmed
+            .iter()
+            .rposition(|p| p.runtime == function.runtime)
+            .filter(|_| room && function.fits_generic(settings.tmpfs_mb));
+        if let Some(i) = warm {
+            let generic_mb = self.prewarmed[i].sandbox.memory_mb.max(0) as u64;
+            // Its memory is counted already; count the difference.
+            if self.reserve(needed.saturating_sub(generic_mb)) {
+                self.used_mb -= generic_mb.saturating_sub(needed);
+                let warm = self.prewarmed.remove(i);
+                self.functions
+                    .get_mut(&function.name)
+                    .expect("entry made above")
+                    .specialising += 1;
+                tracing::debug!(function = %function.name, sandbox = %warm.sandbox.id,
+                    "prewarmed -> specialising");
+                return Ok(Step::Specialise {
+                    generic: warm.sandbox,
+                    paused: warm.paused,
+                });
+            }
+        }
+        // 4. Wait in line; take_starts() starts what the line is owed.
+        let f = self
+            .functions
+            .get_mut(&function.name)
+            .expect("entry made above");
+        if f.waiters.len() >= settings.queue_length {
+            return Err(Refusal::QueueFull);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        f.waiters.push_back(Waiter { ticket, grant: tx });
+        Ok(Step::Wait { ticket, grant: rx })
+    }
+
+    /// Counts `mb` more against the budget, evicting least recently used
+    /// paused containers (then idle ones) when it is short. False when even
+    /// that would not make room; then nothing is evicted.
+    fn reserve(&mut self, mb: u64) -> bool {
+        if self.used_mb + mb <= self.budget_mb {
+            self.used_mb += mb;
+            return true;
+        }
+        let short = self.used_mb + mb - self.budget_mb;
+        // Candidates: (paused first, least recently used first).
+        let mut candidates: Vec<(bool, Instant, Option<String>, String, u64)> = Vec::new();
+        for (name, f) in &self.functions {
+            for w in &f.entries {
+                if matches!(w.phase, Phase::Paused | Phase::Idle) {
+                    candidates.push((
+                        w.phase != Phase::Paused,
+                        w.last_used,
+                        Some(name.clone()),
+                        w.sandbox.id.clone(),
+                        w.sandbox.memory_mb.max(0) as u64,
+                    ));
+                }
+            }
+        }
+        for p in &self.prewarmed {
+            candidates.push((
+                !p.paused,
+                p.since,
+                None,
+                p.sandbox.id.clone(),
+                p.sandbox.memory_mb.max(0) as u64,
+            ));
+        }
+        candidates.sort_by_key(|c| (c.0, c.1));
+        let mut freed = 0;
+        let mut chosen = Vec::new();
+        for c in candidates {
+            if freed >= short {
+                break;
+            }
+            freed += c.4;
+            chosen.push(c);
+        }
+        if freed < short {
+            return false;
+        }
+        for (_, _, function, id, _) in chosen {
+            match function {
+                Some(name) => {
+                    tracing::debug!(function = %name, sandbox = %id, "evicted (memory budget)");
+                    self.detach(&name, &id);
+                }
+                None => {
+                    if let Some(i) = self.prewarmed.iter().position(|p| p.sandbox.id == id) {
+                        let p = self.prewarmed.remove(i);
+                        self.used_mb -= p.sandbox.memory_mb.max(0) as u64;
+                        self.retired.push(p.sandbox);
+                    }
+                }
+            }
+        }
+        self.used_mb += mb;
+        true
+    }
+
+    /// Takes a function's container out of the pool (to be removed).
+    pub fn detach(&mut self, function: &str, id: &str) {
+        let Some(f) = self.functions.get_mut(function) else {
+            return;
+        };
+        if let Some(i) = f.entries.iter().position(|w| w.sandbox.id == id) {
+            let w = f.entries.remove(i);
+            self.used_mb -= w.sandbox.memory_mb.max(0) as u64;
+            self.retired.push(w.sandbox);
+        }
+    }
+
+    fn retire_other_versions(&mut self, name: &str, version: &str) {
+        let Some(f) = self.functions.get_mut(name) else {
+            return;
+        };
+        if f.version == version {
+            return;
+        }
+        f.version = version.to_string();
+        let ids: Vec<String> = f
+            .entries
+            .iter()
+            .filter(|w| w.in_flight == 0 && w.phase != Phase::Pausing)
+            .map(|w| w.sandbox.id.clone())
+            .collect();
+        for id in ids {
+            self.detach(name, &id);
+        }
+    }
+
+    /// The function was updated or deleted: its idle containers go now,
+    /// busy ones when their calls end.
+    pub fn retire_function(&mut self, name: &str) {
+        self.retire_other_versions(name, "");
+    }
+
+    pub fn unpaused(&mut self, sandbox: &Sandbox) {
+        let Some((name, _)) = sandbox.serves() else {
+            return;
+        };
+        if let Some(w) = self.entry(name, &sandbox.id) {
+            w.set_phase(name, Phase::Busy);
+        }
+    }
+
+    /// A prewarmed container now serves `function`.
+    pub fn specialised(
+        &mut self,
+        generic: &Sandbox,
+        sandbox: Arc<Sandbox>,
+        function: &FunctionSpec,
+    ) {
+        let f = self.functions.entry(function.name.clone()).or_default();
+        f.specialising -= 1;
+        let mut entry = Entry::new(sandbox);
+        entry.in_flight = 1;
+        tracing::debug!(function = %function.name, sandbox = %generic.id, "specialising -> busy");
+        f.entries.push(entry);
+    }
+
+    /// Specialising failed; the container was removed by the sandbox layer.
+    pub fn forget_specialising(&mut self, _generic: &Sandbox, function: &FunctionSpec) {
+        if let Some(f) = self.functions.get_mut(&function.name) {
+            f.specialising -= 1;
+        }
+        self.used_mb -= function.memory_mb.max(0) as u64;
+    }
+
+    /// A call's queue deadline passed. It leaves the line, unless a grant
+    /// was sent meanwhile, or (when `wait_for_start`) a container being
+    /// started is owed to it: its place in line is within what the starting
+    /// containers will serve.
+    pub fn leave_queue(&mut self, function: &str, ticket: u64, wait_for_start: bool) -> Leave {
+        let Some(f) = self.functions.get_mut(function) else {
+            return Leave::Left;
+        };
+        let Some(i) = f.waiters.iter().position(|w| w.ticket == ticket) else {
+            return Leave::Granted;
+        };
+        let coming = (f.starting + f.specialising) * f.concurrency() as usize;
+        if wait_for_start && i < coming {
+            return Leave::Starting;
+        }
+        f.waiters.remove(i);
+        Leave::Left
+    }
+
+    /// A container started for the queue is ready (or failed). Hands its
+    /// slots to queued calls. True when it went idle (no one was waiting).
+    pub fn started(
+        &mut self,
+        function: &FunctionSpec,
+        started: Result<(Sandbox, Duration), Failure>,
+        closed: bool,
+        grace: Duration,
+    ) -> bool {
+        let mb = function.memory_mb.max(0) as u64;
+        let f = self.functions.entry(function.name.clone()).or_default();
+        f.starting -= 1;
+        let (sandbox, init) = match started {
+            Ok((sandbox, init)) => (Arc::new(sandbox), init),
+            Err(failure) => {
+                self.used_mb -= mb;
+                tracing::info!(function = %function.name, error = %failure, "container start failed");
+                match failure {
+                    // The same code fails the same way for everyone in line.
+                    Failure::Load { kind, message } => {
+                        for w in f.waiters.drain(..) {
+                            let failure = Failure::Load {
+                                kind: kind.clone(),
+                                message: message.clone(),
+                            };
+                            let _ = w.grant.send(Grant::Failed(failure));
+                        }
+                    }
+                    other => {
+                        if let Some(w) = f.waiters.pop_front() {
+                            let _ = w.grant.send(Grant::Failed(other));
+                        }
+                    }
+                }
+                return false;
+            }
+        };
+        if closed || sandbox.serves().map(|(_, v)| v) != Some(f.version.as_str()) {
+            self.used_mb -= mb;
+            self.retired.push(sandbox);
+            f.nudge();
+            return false;
+        }
+        tracing::debug!(function = %function.name, sandbox = %sandbox.id, "creating -> ready");
+        let mut entry = Entry::new(sandbox.clone());
+        let concurrency = f.concurrency();
+        let mut first = true;
+        while entry.in_flight < concurrency && f.grant(&sandbox, first.then_some(init)) {
+            entry.in_flight += 1;
+            first = false;
+        }
+        let idle = entry.in_flight == 0;
+        if idle {
+            entry.set_phase(&function.name, Phase::Idle);
+            entry.pause_after = Instant::now() + grace;
+        }
+        f.entries.push(entry);
+        idle
+    }
+
+    /// A call's lease ended: hand the slot to the next queued call, or let
+    /// the container go idle (true), or remove it.
+    pub fn release(&mut self, sandbox: &Arc<Sandbox>, remove: bool, grace: Duration) -> bool {
+        let served = sandbox.serves();
+        let Some(((name, version), f)) =
+            served.and_then(|(name, v)| Some(((name, v), self.functions.get_mut(name)?)))
+        else {
+            self.used_mb -= sandbox.memory_mb.max(0) as u64;
+            self.retired.push(sandbox.clone());
+            return false;
+        };
+        let stale = f.version != version;
+        let Some(i) = f.entries.iter().position(|w| w.sandbox.id == sandbox.id) else {
+            return false;
+        };
+        if remove || stale || f.entries[i].dead {
+            self.detach(name, &sandbox.id);
+            return false;
+        }
+        let now = Instant::now();
+        let w = &mut f.entries[i];
+        w.in_flight -= 1;
+        w.last_used = now;
+        if !f.waiters.is_empty() {
+            let handed = w.sandbox.clone();
+            if f.grant(&handed, None) {
+                f.entries[i].in_flight += 1;
+                return false;
+            }
+        }
+        let w = &mut f.entries[i];
+        if w.in_flight > 0 {
+            return false;
+        }
+        w.set_phase(name, Phase::Idle);
+        w.pause_after = now + grace;
+        true
+    }
+
+    fn entry(&mut self, function: &str, id: &str) -> Option<&mut Entry> {
+        self.functions
+            .get_mut(function)?
+            .entries
+            .iter_mut()
+            .find(|w| w.sandbox.id == id)
+    }
+}
+
+mod prewarm;
+mod sweep;
+mod views;
+
+#[cfg(test)]
+mod tests;
