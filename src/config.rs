@@ -79,7 +79,7 @@ pub struct Settings {
     /// Package builds: deadline, parallelism; uploads: entry bound.
     pub packages: PackageSettings,
     /// The async queue: lease, poll, backoff (`OL_ASYNC_*`).
-    pub events: crate::events::QueueSettings,
+    pub events: crate::events::settings::QueueSettings,
     /// Running as one node of several behind a load balancer.
     pub cluster: ClusterSettings,
 }
@@ -296,7 +296,9 @@ impl Settings {
             },
             log_retention_days: parse_or(&get, "OL_LOG_RETENTION_DAYS", 7)?,
             shutdown_timeout: Duration::from_secs(parse_or(&get, "OL_SHUTDOWN_TIMEOUT_S", 30)?),
-            events: crate::events::QueueSettings::from_lookup(&get)?,
+            events: crate::events::settings::QueueSettings::from_lookup(|key, default| {
+                parse_or(&get, key, default)
+            })?,
             packages: PackageSettings {
                 timeout: Duration::from_secs(
                     positive(parse_or(&get, "OL_PACKAGES_TIMEOUT_S", 300)?)

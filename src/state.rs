@@ -35,7 +35,7 @@ pub struct AppState {
     /// Failed dashboard logins per source address.
     pub logins: Arc<crate::ratelimit::LoginLimits>,
     /// This node's part in a cluster: draining, spills, prepared versions.
-    pub node: crate::cluster::Node,
+    pub node: crate::cluster::node::Node,
     /// This manager's handle on the async queue (`crate::events`).
-    pub events: crate::events::Events,
+    pub events: crate::events::handle::Events,
 }

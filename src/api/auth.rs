@@ -7,6 +7,7 @@
 //! everything) and `read` (list, info, logs, billing). What each route
 //! needs is decided in one place, [`needs`], from the method and path.
 
+pub use super::credentials::{bearer, constant_time_eq, cookie, SESSION_COOKIE};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -17,10 +18,6 @@ use axum::response::Response;
 use super::error::ApiError;
 use crate::state::AppState;
 use crate::store::keys::{self, ApiKey};
-
-/// The dashboard's session cookie. Function responses that try to set a
-/// cookie of this name are stripped (cookies are per host, not per port).
-pub const SESSION_COOKIE: &str = "ol_session";
 
 /// The name of the key `OL_ADMIN_TOKEN` is kept as.
 pub const ADMIN_TOKEN_KEY: &str = "admin-token";
@@ -111,28 +108,6 @@ fn needs(method: &Method, path: &str) -> Need {
         ["functions", name, ..] => Need::Deploy(name.to_string()),
         _ => Need::Admin,
     }
-}
-
-/// The bearer token of `Authorization`, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-/// The value of cookie `name`, if sent.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -312,14 +287,6 @@ pub async fn rotate_first_admin(db: &sqlx::PgPool) -> anyhow::Result<String> {
     let secret = keys::new_secret();
     keys::put_admin(db, FIRST_ADMIN_KEY, &secret).await?;
     Ok(secret)
-}
-
-/// Compares without leaking, through timing, how much matched.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

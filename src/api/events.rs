@@ -40,7 +40,7 @@ async fn schedules(
     let schedules: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {
-            let next = crate::events::cron::next_ticks_of(&row.schedule, now, 3);
+            let next = crate::events::schedule::next_ticks_of(&row.schedule, now, 3);
             json!({
                 "schedule": row.schedule,
                 "missed": if row.catch_up { "once" } else { "skip" },

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use super::auth::{bearer, constant_time_eq, SESSION_COOKIE};
+use super::credentials::{bearer, constant_time_eq, SESSION_COOKIE};
 use super::error::ApiError;
 use crate::ratelimit::FunctionLimits;
-use crate::state::AppState;
 use crate::store::access::{self, Access};
 use crate::store::keys::{self, KEY_PREFIX};
+use sqlx::PgPool;
 
 /// How long a node trusts its copy of a function's access settings; a
 /// change on this node is seen at once, on other nodes within this.
@@ -42,7 +42,7 @@ impl Guard {
     /// The function's access settings: fresh from the cache, else from
     /// Postgres; while Postgres is away, the last ones read keep serving (as
     /// the catalog does), and a function never read fails closed.
-    async fn access(&self, state: &AppState, function: &str) -> Result<Access, ApiError> {
+    async fn access(&self, db: &PgPool, function: &str) -> Result<Access, ApiError> {
         let cached = self
             .cache
             .lock()
@@ -54,7 +54,7 @@ impl Guard {
                 return Ok(a.clone());
             }
         }
-        let found = match (access::get(&state.db, function).await, cached) {
+        let found = match (access::get(db, function).await, cached) {
             (Ok(found), _) => found,
             (Err(e), Some((stale, _))) => {
                 tracing::warn!(error = %e, function, "Postgres is away; using the access settings read last");
@@ -73,15 +73,15 @@ impl Guard {
     /// without a valid invoke key, 429 over its rate limit).
     pub async fn admit(
         &self,
-        state: &AppState,
+        db: &PgPool,
         function: &str,
         headers: &HeaderMap,
     ) -> Result<(), ApiError> {
-        let access = self.access(state, function).await?;
+        let access = self.access(db, function).await?;
         if access.auth == "key" {
             let given = invoke_key(headers);
             let valid = match given {
-                Some(key) => keys::is_invoke_key(&state.db, function, key).await?,
+                Some(key) => keys::is_invoke_key(db, function, key).await?,
                 None => false,
             };
             if !valid {

@@ -208,7 +208,7 @@ async fn invoke(
         Err(e) => return ApiError::from(e).into_response(),
     };
     if let Admission::ByCallersKey = admission {
-        if let Err(e) = state.guard.admit(&state, &name, &http.headers).await {
+        if let Err(e) = state.guard.admit(&state.db, &name, &http.headers).await {
             return e.into_response();
         }
     }

@@ -10,6 +10,7 @@
 mod audit;
 pub mod auth;
 mod billing;
+pub mod credentials;
 pub mod error;
 pub mod events;
 mod functions;

@@ -116,7 +116,7 @@ impl EventSettings {
                 RawCron::Expr(e) => (e, None),
                 RawCron::Detailed { schedule, missed } => (schedule, missed),
             };
-            super::cron::Schedule::parse(&schedule)?;
+            super::schedule::Schedule::parse(&schedule)?;
             let catch_up = match missed.as_deref() {
                 None | Some("skip") => false,
                 Some("once") => true,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::schedule::Schedule;
 use crate::state::AppState;
 use crate::store::schedules::{self, ScheduleRow};
 
@@ -20,71 +21,6 @@ pub const GRACE: Duration = Duration::from_secs(30);
 /// Ticks one schedule fires in one pass at most (a seconds schedule after
 /// a pause of Postgres, say); the rest count as missed.
 const MAX_PER_PASS: usize = 30;
-
-/// One parsed cron expression.
-#[derive(Clone, Debug)]
-pub struct Schedule {
-    expr: String,
-    cron: croner::Cron,
-}
-
-impl Schedule {
-    /// Errors name the expression and say what a valid one looks like.
-    pub fn parse(expr: &str) -> Result<Self, String> {
-        let fields = expr.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
-            return Err(format!(
-                "triggers.cron {expr:?} has {fields} fields; use five (minute hour day month \
-                 weekday, UTC), e.g. \"*/5 * * * *\""
-            ));
-        }
-        let cron = croner::Cron::new(expr)
-            .with_seconds_optional()
-            .parse()
-            .map_err(|e| {
-                format!(
-                    "triggers.cron {expr:?} is not a cron expression ({e}); use five fields \
-                     (minute hour day month weekday, UTC), e.g. \"*/5 * * * *\""
-                )
-            })?;
-        Ok(Self {
-            expr: expr.to_string(),
-            cron,
-        })
-    }
-
-    pub fn expr(&self) -> &str {
-        &self.expr
-    }
-
-    /// The first tick strictly after `time`.
-    pub fn next_after(&self, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&time, false).ok()
-    }
-
-    /// The next `n` ticks after `time`, for `ol info`, the API and the
-    /// dashboard.
-    pub fn next_ticks(&self, time: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        let mut ticks = Vec::with_capacity(n);
-        let mut t = time;
-        while ticks.len() < n {
-            let Some(tick) = self.next_after(t) else {
-                break;
-            };
-            ticks.push(tick);
-            t = tick;
-        }
-        ticks
-    }
-}
-
-/// The next `n` ticks of the stored expression `expr` (none if it no longer
-/// parses).
-pub fn next_ticks_of(expr: &str, time: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-    Schedule::parse(expr)
-        .map(|s| s.next_ticks(time, n))
-        .unwrap_or_default()
-}
 
 /// The ticks of `schedule` to fire now, oldest first: those in
 /// `(since, now]` no older than [`GRACE`], and with `catch_up` the latest

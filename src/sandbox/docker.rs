@@ -69,7 +69,7 @@ impl Sandboxes {
             memory_peak: MemoryPeak::default(),
         };
         let mut created = self.create_container(&mut sandbox, runtime, function).await;
-        if created.as_ref().is_err_and(super::events::network_missing)
+        if created.as_ref().is_err_and(super::engine::network_missing)
             && self.ensure_network().await.is_ok()
         {
             // Removed behind the manager's back (an engine reset): made

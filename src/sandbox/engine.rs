@@ -99,6 +99,21 @@ impl std::fmt::Display for Unreached {
     }
 }
 
+/// Whether a container create failed because the function network does
+/// not exist (the engine answers 404 naming the network).
+pub(crate) fn network_missing(failure: &Failure) -> bool {
+    let Failure::Platform(error) = failure else {
+        return false;
+    };
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<bollard::errors::Error>(),
+            Some(bollard::errors::Error::DockerResponseServerError { status_code: 404, message })
+                if message.contains("network")
+        )
+    })
+}
+
 /// Whether a failed exchange failed at connecting (socket missing or
 /// nothing listening): then no byte of the call was sent. Errors after the
 /// connection (reset, broken pipe, end of stream) are not: the handler may

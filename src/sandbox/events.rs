@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 
 use super::docker::Sandboxes;
 use super::engine::{EngineEvent, EventStream};
-use super::Failure;
 use crate::labels::{LABEL_INSTANCE, LABEL_SANDBOX};
 
 /// Container actions after which it never answers again.
@@ -75,24 +74,10 @@ impl Sandboxes {
     }
 }
 
-/// Whether a container create failed because the function network does
-/// not exist (the engine answers 404 naming the network).
-pub(super) fn network_missing(failure: &Failure) -> bool {
-    let Failure::Platform(error) = failure else {
-        return false;
-    };
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<bollard::errors::Error>(),
-            Some(bollard::errors::Error::DockerResponseServerError { status_code: 404, message })
-                if message.contains("network")
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::sandbox::engine::network_missing;
+    use crate::sandbox::Failure;
 
     fn engine_error(status_code: u16, message: &str) -> Failure {
         let e = bollard::errors::Error::DockerResponseServerError {

@@ -199,7 +199,7 @@ fn schedules_table(
                     tr {
                         td { code { (s.schedule) } }
                         td {
-                            @for tick in crate::events::cron::next_ticks_of(&s.schedule, now, 3) {
+                            @for tick in crate::events::schedule::next_ticks_of(&s.schedule, now, 3) {
                                 (when(Some(tick))) br;
                             }
                         }
