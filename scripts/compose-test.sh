@@ -75,6 +75,18 @@ wait_healthy() {
     return 1
 }
 
+# The API answers once Postgres does too: after a restart of the whole stack
+# the manager is up (healthz) a moment before Postgres takes connections,
+# and management calls get a quick 503 "Postgres is unreachable" meanwhile.
+wait_api() {
+    for _ in $(seq 1 60); do
+        if "$ol" list >/dev/null 2>&1; then return 0; fi
+        sleep 1
+    done
+    echo "the management API did not answer at $OL_URL" >&2
+    return 1
+}
+
 expect() { # expect WHAT ACTUAL WANTED; later checks still run after a failure
     if [ "$2" != "$3" ]; then
         echo "FAIL: $1: got '$2', wanted '$3'" >&2
@@ -121,6 +133,7 @@ expect "billing counts both calls" "$(invocations)" 2
 step "compose: restart"
 compose restart
 wait_healthy
+wait_api
 expect "function kept over a restart" "$("$ol" list | awk 'NR > 1 {print $1}')" hello
 expect "call after restart" "$("$ol" invoke hello)" '{"greeting": "Hello, world!"}'
 wait_invocations 3
@@ -137,6 +150,7 @@ step "compose: down and up (volumes kept)"
 compose down
 compose up -d
 wait_healthy
+wait_api
 expect "function kept over down/up" "$("$ol" invoke hello --data '{"name": "Cy"}')" '{"greeting": "Hello, Cy!"}'
 wait_invocations 4
 expect "records kept over down/up" "$(invocations)" 4
