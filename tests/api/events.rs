@@ -303,8 +303,21 @@ async fn exhausted_retries_fail_reach_on_failure_and_can_be_redriven() {
         .contains("boom 2"));
     assert_eq!(delivered["records"][0]["trigger"], "destination");
 
-    // Re-driven with `ol async retry ID`, it runs again (attempt 3) and
-    // succeeds.
+    // The owner fixes the handler, then re-drives the event with
+    // `ol async retry ID`: it runs again on the new version (attempt 3) and
+    // succeeds. (Not left to FLAKY's counter, which lives in one container
+    // and starts again in any other.)
+    app.deploy_ok(
+        "flaky",
+        &[
+            ("f.py", "def f(event):\n    return {\"fixed\": True}\n"),
+            (
+                "ol.yaml",
+                "async: {concurrency: 1, retries: 1}\non_failure: sink\n",
+            ),
+        ],
+    )
+    .await;
     let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_ol"))
         .args(["async", "retry", &id])
         .env("OL_URL", app.url(""))
@@ -321,6 +334,7 @@ async fn exhausted_retries_fail_reach_on_failure_and_can_be_redriven() {
     assert_eq!(printed["state"], "queued");
     let done = settled(&app, &id, "succeeded").await;
     assert_eq!(done["attempts"], 3);
+    assert_eq!(done["result"]["fixed"], true, "{done}");
     assert_eq!(done["records"].as_array().unwrap().len(), 3);
 
     // Only a failed event is re-driven; unknown and malformed ids say so.
