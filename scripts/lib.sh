@@ -56,7 +56,9 @@ ol_cleanup_tests() {
         # shellcheck disable=SC2086
         docker rm -f $ids >/dev/null || true
     fi
-    docker network rm openlambda-test >/dev/null 2>&1 || true
+    # The test network and any a test derived from its name (the cluster's).
+    docker network ls --format '{{.Name}}' | grep -E '^openlambda-test(-|$)' \
+        | xargs -r docker network rm >/dev/null 2>&1 || true
 }
 
 # Drops the databases tests and the bench check make (ol_test_*, ol_bench_*)
@@ -81,5 +83,10 @@ ol_cleanup_bench() {
         --format '{{.ID}} {{.Label "openlambda.instance"}}' | awk '$2 ~ /^bench-/ {print $1}')
     # shellcheck disable=SC2086
     [ -n "$ids" ] && docker rm -f $ids >/dev/null || true
-    docker network rm openlambda-bench >/dev/null 2>&1 || true
+    # Its containers may still be going away: try again for a few seconds.
+    for _ in 1 2 3 4 5; do
+        docker network rm openlambda-bench >/dev/null 2>&1 && break
+        docker network inspect openlambda-bench >/dev/null 2>&1 || break
+        sleep 1
+    done
 }
