@@ -66,26 +66,22 @@ finish() {
 }
 trap finish EXIT
 
-wait_healthy() {
-    for _ in $(seq 1 120); do
-        if "$ol" health >/dev/null 2>&1; then return 0; fi
+# wait_for SECONDS WHAT COMMAND...: runs COMMAND each second until it works.
+wait_for() {
+    local seconds=$1 what=$2
+    shift 2
+    for _ in $(seq 1 "$seconds"); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
         sleep 1
     done
-    echo "the manager did not become healthy at $OL_URL" >&2
+    echo "$what did not answer at $OL_URL" >&2
     return 1
 }
-
+wait_healthy() { wait_for 120 "the manager's health check" "$ol" health; }
 # The API answers once Postgres does too: after a restart of the whole stack
 # the manager is up (healthz) a moment before Postgres takes connections,
 # and management calls get a quick 503 "Postgres is unreachable" meanwhile.
-wait_api() {
-    for _ in $(seq 1 60); do
-        if "$ol" list >/dev/null 2>&1; then return 0; fi
-        sleep 1
-    done
-    echo "the management API did not answer at $OL_URL" >&2
-    return 1
-}
+wait_api() { wait_for 60 "the management API" "$ol" list; }
 
 expect() { # expect WHAT ACTUAL WANTED; later checks still run after a failure
     if [ "$2" != "$3" ]; then
