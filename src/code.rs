@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use zip::{CompressionMethod, ZipArchive};
 
-use crate::manifest::{Manifest, Maxima};
+use crate::manifest::{Limits, Manifest};
 
 pub const MAX_ZIP_BYTES: usize = 50 * 1024 * 1024;
 pub const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
@@ -73,7 +73,7 @@ pub struct Inspected {
 
 /// Checks a stored zip (accepted at upload once) without writing anything.
 pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
-    inspect_upload(zip, usize::MAX, &Maxima::NONE)
+    inspect_upload(zip, usize::MAX, &Limits::NONE)
 }
 
 /// Checks an uploaded zip without writing anything: everything that could
@@ -83,7 +83,7 @@ pub fn inspect(zip: &[u8]) -> Result<Inspected, CodeError> {
 pub fn inspect_upload(
     zip: &[u8],
     max_entries: usize,
-    maxima: &Maxima,
+    limits: &Limits,
 ) -> Result<Inspected, CodeError> {
     if zip.len() > MAX_ZIP_BYTES {
         return Err(CodeError::TooLarge(zip.len()));
@@ -130,16 +130,13 @@ pub fn inspect_upload(
     let strip_prefix = common_folder(&names);
     let files: Vec<&str> = names.iter().map(|n| &n[strip_prefix.len()..]).collect();
 
-    let manifest = match files.iter().position(|f| *f == MANIFEST_FILE) {
-        None => Manifest::default(),
-        Some(i) => {
-            let yaml = read_entry(&mut archive, &names[i], 1024 * 1024)?;
-            let text = String::from_utf8(yaml)
-                .map_err(|_| CodeError::Manifest("ol.yaml is not UTF-8 text".into()))?;
-            Manifest::parse_within(&text, maxima).map_err(CodeError::Manifest)?
-        }
+    // No ol.yaml reads as an empty one: the operator's defaults.
+    let yaml = match files.iter().position(|f| *f == MANIFEST_FILE) {
+        None => String::new(),
+        Some(i) => String::from_utf8(read_entry(&mut archive, &names[i], 1024 * 1024)?)
+            .map_err(|_| CodeError::Manifest("ol.yaml is not UTF-8 text".into()))?,
     };
-    let mut manifest = manifest;
+    let mut manifest = Manifest::parse_within(&yaml, limits).map_err(CodeError::Manifest)?;
     manifest.pick_handler(&files);
     let wanted = manifest.handler_file();
     if !files.contains(&wanted.as_str()) {
@@ -514,7 +511,7 @@ mod tests {
         let err = inspect_upload(
             &zip_of(&[("f.py", "x"), ("g.py", "y")]),
             1,
-            &Maxima::default(),
+            &Limits::default(),
         )
         .unwrap_err();
         assert_eq!(err, CodeError::TooManyEntries { count: 2, limit: 1 });

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::manifest::{Maxima, DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_TIMEOUT_S, MIN_MEMORY_MB};
+use crate::manifest::{
+    Limits, DEFAULT_MAX_MEMORY_MB, DEFAULT_MAX_TIMEOUT_S, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S,
+    MIN_MEMORY_MB,
+};
 
 /// Everything the manager can be told, in one place.
 #[derive(Clone, Debug)]
@@ -130,10 +133,11 @@ pub struct PackageSettings {
     pub parallel: usize,
     /// Entries an uploaded zip may hold (`OL_ZIP_MAX_ENTRIES`).
     pub zip_max_entries: usize,
-    /// The largest limits an uploaded `ol.yaml` may ask for
-    /// (`OL_MAX_MEMORY_MB`, `OL_MAX_TIMEOUT_S`; OpenLambda's own tests ask
-    /// for 3600 s).
-    pub maxima: Maxima,
+    /// An uploaded `ol.yaml`'s limits: the defaults for what it leaves out
+    /// (`OL_DEFAULT_MEMORY_MB`, `OL_DEFAULT_TIMEOUT_S`) and the largest it
+    /// may ask for (`OL_MAX_MEMORY_MB`, `OL_MAX_TIMEOUT_S`). OpenLambda's
+    /// package tests set 2000 MB and 3600 s worker-wide.
+    pub limits: Limits,
 }
 
 /// Knobs of the container pool (`OL_POOL_*`).
@@ -310,15 +314,7 @@ impl Settings {
                 zip_max_entries: positive(parse_or(&get, "OL_ZIP_MAX_ENTRIES", 10_000)?)
                     .context("OL_ZIP_MAX_ENTRIES must be at least 1")?
                     as usize,
-                maxima: Maxima {
-                    memory_mb: at_least(
-                        parse_or(&get, "OL_MAX_MEMORY_MB", DEFAULT_MAX_MEMORY_MB)?,
-                        MIN_MEMORY_MB,
-                    )
-                    .context("OL_MAX_MEMORY_MB is below the smallest memory limit")?,
-                    timeout_s: positive(parse_or(&get, "OL_MAX_TIMEOUT_S", DEFAULT_MAX_TIMEOUT_S)?)
-                        .context("OL_MAX_TIMEOUT_S must be at least 1")?,
-                },
+                limits: function_limits(&get)?,
             },
             cluster: ClusterSettings {
                 spill_queue: parse_or(&get, "OL_SPILL_QUEUE", 0)?,
@@ -370,6 +366,38 @@ pub fn base_image(get: &impl Fn(&str) -> Option<String>) -> String {
 }
 
 /// 80% of the host's memory (from /proc/meminfo), else 4 GiB.
+/// A function's limits from `OL_MAX_*` and `OL_DEFAULT_*`: a default must
+/// be one an `ol.yaml` could ask for.
+fn function_limits(get: &impl Fn(&str) -> Option<String>) -> anyhow::Result<Limits> {
+    let max_memory_mb = at_least(
+        parse_or(get, "OL_MAX_MEMORY_MB", DEFAULT_MAX_MEMORY_MB)?,
+        MIN_MEMORY_MB,
+    )
+    .context("OL_MAX_MEMORY_MB is below the smallest memory limit")?;
+    let max_timeout_s = positive(parse_or(get, "OL_MAX_TIMEOUT_S", DEFAULT_MAX_TIMEOUT_S)?)
+        .context("OL_MAX_TIMEOUT_S must be at least 1")?;
+    let default_memory_mb = parse_or(get, "OL_DEFAULT_MEMORY_MB", DEFAULT_MEMORY_MB)?;
+    if !(MIN_MEMORY_MB..=max_memory_mb).contains(&default_memory_mb) {
+        anyhow::bail!(
+            "OL_DEFAULT_MEMORY_MB={default_memory_mb} is out of range; use {MIN_MEMORY_MB} to \
+             {max_memory_mb} (raise OL_MAX_MEMORY_MB first for a larger default)"
+        );
+    }
+    let default_timeout_s = parse_or(get, "OL_DEFAULT_TIMEOUT_S", DEFAULT_TIMEOUT_S)?;
+    if !(1..=max_timeout_s).contains(&default_timeout_s) {
+        anyhow::bail!(
+            "OL_DEFAULT_TIMEOUT_S={default_timeout_s} is out of range; use 1 to {max_timeout_s} \
+             (raise OL_MAX_TIMEOUT_S first for a longer default)"
+        );
+    }
+    Ok(Limits {
+        max_memory_mb,
+        max_timeout_s,
+        default_memory_mb,
+        default_timeout_s,
+    })
+}
+
 fn default_memory_budget_mb() -> u64 {
     let total_kb = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -466,23 +494,36 @@ mod tests {
     }
 
     #[test]
-    fn function_maxima_default_to_aws_and_can_be_raised() {
+    fn function_limits_default_to_aws_and_can_be_raised() {
         let s = settings(&[("DATABASE_URL", "postgres://x")]).unwrap();
-        assert_eq!(s.packages.maxima, Maxima::default());
-        assert_eq!(s.packages.maxima.timeout_s, 900);
+        assert_eq!(s.packages.limits, Limits::default());
+        assert_eq!(s.packages.limits.max_timeout_s, 900);
+        // OpenLambda's package tests: 2000 MB and 3600 s worker-wide.
         let s = settings(&[
             ("DATABASE_URL", "postgres://x"),
             ("OL_MAX_TIMEOUT_S", "3600"),
             ("OL_MAX_MEMORY_MB", "2000"),
+            ("OL_DEFAULT_TIMEOUT_S", "3600"),
+            ("OL_DEFAULT_MEMORY_MB", "2000"),
         ])
         .unwrap();
-        let raised = Maxima {
-            memory_mb: 2000,
-            timeout_s: 3600,
+        let raised = Limits {
+            max_memory_mb: 2000,
+            max_timeout_s: 3600,
+            default_memory_mb: 2000,
+            default_timeout_s: 3600,
         };
-        assert_eq!(s.packages.maxima, raised);
-        let zero = settings(&[("DATABASE_URL", "postgres://x"), ("OL_MAX_TIMEOUT_S", "0")]);
-        assert!(format!("{:#}", zero.unwrap_err()).contains("OL_MAX_TIMEOUT_S"));
+        assert_eq!(s.packages.limits, raised);
+        for (key, value, says) in [
+            ("OL_MAX_TIMEOUT_S", "0", "OL_MAX_TIMEOUT_S"),
+            ("OL_DEFAULT_TIMEOUT_S", "3600", "raise OL_MAX_TIMEOUT_S"),
+            ("OL_DEFAULT_TIMEOUT_S", "0", "OL_DEFAULT_TIMEOUT_S"),
+            ("OL_DEFAULT_MEMORY_MB", "20000", "raise OL_MAX_MEMORY_MB"),
+            ("OL_DEFAULT_MEMORY_MB", "32", "use 64 to"),
+        ] {
+            let err = settings(&[("DATABASE_URL", "postgres://x"), (key, value)]).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{key}={value}: {err:#}");
+        }
     }
 
     #[test]

@@ -222,28 +222,42 @@ pub fn in_range<T: PartialOrd + std::fmt::Display>(
     }
 }
 
-/// The largest limits an `ol.yaml` may ask for: the operator's settings
-/// (`OL_MAX_MEMORY_MB`, `OL_MAX_TIMEOUT_S`) at upload; none for a stored
-/// zip, which was accepted once (a lowered maximum must not lose it).
+/// The limits an `ol.yaml` gets: the operator's defaults for what it does
+/// not name (`OL_DEFAULT_MEMORY_MB`, `OL_DEFAULT_TIMEOUT_S`, as OpenLambda's
+/// worker-wide limits) and the largest it may ask for (`OL_MAX_MEMORY_MB`,
+/// `OL_MAX_TIMEOUT_S`), both at upload. A stored zip, accepted once, gets
+/// no maximum (a lowered maximum must not lose it); its limits live in its
+/// row, not in a new reading of its `ol.yaml`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Maxima {
-    pub memory_mb: u32,
-    pub timeout_s: u64,
+pub struct Limits {
+    pub max_memory_mb: u32,
+    pub max_timeout_s: u64,
+    pub default_memory_mb: u32,
+    pub default_timeout_s: u64,
 }
 
-impl Maxima {
+/// A function's memory and timeout when neither `ol.yaml` nor the operator
+/// names them.
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+pub const DEFAULT_TIMEOUT_S: u64 = 30;
+
+impl Limits {
     /// For zips accepted before: no maximum.
-    pub const NONE: Maxima = Maxima {
-        memory_mb: u32::MAX,
-        timeout_s: u64::MAX / 1000,
+    pub const NONE: Limits = Limits {
+        max_memory_mb: u32::MAX,
+        max_timeout_s: u64::MAX / 1000,
+        default_memory_mb: DEFAULT_MEMORY_MB,
+        default_timeout_s: DEFAULT_TIMEOUT_S,
     };
 }
 
-impl Default for Maxima {
+impl Default for Limits {
     fn default() -> Self {
         Self {
-            memory_mb: DEFAULT_MAX_MEMORY_MB,
-            timeout_s: DEFAULT_MAX_TIMEOUT_S,
+            max_memory_mb: DEFAULT_MAX_MEMORY_MB,
+            max_timeout_s: DEFAULT_MAX_TIMEOUT_S,
+            default_memory_mb: DEFAULT_MEMORY_MB,
+            default_timeout_s: DEFAULT_TIMEOUT_S,
         }
     }
 }
@@ -255,8 +269,8 @@ impl Default for Manifest {
             handler: "f.f".to_string(),
             handler_named: false,
             runtime_named: false,
-            memory_mb: 128,
-            timeout_ms: 30_000,
+            memory_mb: DEFAULT_MEMORY_MB,
+            timeout_ms: DEFAULT_TIMEOUT_S * 1000,
             environment: BTreeMap::new(),
             http_methods: None,
             concurrency: 1,
@@ -308,19 +322,24 @@ enum RawHttpTrigger {
 }
 
 impl Manifest {
-    /// Parses `ol.yaml` with the default maxima; an empty file gives the defaults.
+    /// Parses `ol.yaml` with the built-in limits; an empty file gives the defaults.
     pub fn parse(yaml: &str) -> Result<Self, String> {
-        Self::parse_within(yaml, &Maxima::default())
+        Self::parse_within(yaml, &Limits::default())
     }
 
-    /// Parses `ol.yaml`, refusing limits above `max`.
-    pub fn parse_within(yaml: &str, max: &Maxima) -> Result<Self, String> {
+    /// Parses `ol.yaml` (empty: none), taking `limits`' defaults for what
+    /// it does not name and refusing more than its maxima.
+    pub fn parse_within(yaml: &str, limits: &Limits) -> Result<Self, String> {
         let mut raw: RawManifest = if yaml.trim().is_empty() {
             RawManifest::default()
         } else {
             serde_yaml::from_str(yaml).map_err(|e| format!("ol.yaml is not valid: {e}"))?
         };
-        let mut m = Manifest::default();
+        let mut m = Manifest {
+            memory_mb: limits.default_memory_mb,
+            timeout_ms: limits.default_timeout_s.saturating_mul(1000),
+            ..Manifest::default()
+        };
         if let Some(runtime) = raw.runtime {
             m.runtime = Runtime::parse(&runtime).map_err(|e| format!("ol.yaml: {e}"))?;
             m.runtime_named = true;
@@ -336,7 +355,7 @@ impl Manifest {
             m.memory_mb = checked(within(
                 "memory_mb",
                 mb,
-                MIN_MEMORY_MB..=max.memory_mb,
+                MIN_MEMORY_MB..=limits.max_memory_mb,
                 "OL_MAX_MEMORY_MB",
             ))?;
         }
@@ -344,7 +363,7 @@ impl Manifest {
             m.timeout_ms = checked(within(
                 "timeout_s",
                 s,
-                1..=max.timeout_s,
+                1..=limits.max_timeout_s,
                 "OL_MAX_TIMEOUT_S",
             ))? * 1000;
         }
@@ -597,9 +616,10 @@ mod tests {
             err.contains("use 1 to 900") && err.contains("OL_MAX_TIMEOUT_S"),
             "{err}"
         );
-        let raised = Maxima {
-            memory_mb: 4096,
-            timeout_s: 3600,
+        let raised = Limits {
+            max_memory_mb: 4096,
+            max_timeout_s: 3600,
+            ..Limits::default()
         };
         let m = Manifest::parse_within("timeout_s: 3600\nmemory_mb: 2000", &raised).unwrap();
         assert_eq!((m.timeout_ms, m.memory_mb), (3_600_000, 2000));
@@ -610,6 +630,25 @@ mod tests {
         );
         let err = Manifest::parse("memory_mb: 1").unwrap_err();
         assert!(!err.contains("OL_MAX"), "{err}");
+    }
+
+    #[test]
+    fn operator_defaults_fill_what_ol_yaml_leaves_out() {
+        let worker_wide = Limits {
+            max_memory_mb: 4096,
+            max_timeout_s: 3600,
+            default_memory_mb: 2000,
+            default_timeout_s: 3600,
+        };
+        for yaml in ["", "runtime: python\n"] {
+            let m = Manifest::parse_within(yaml, &worker_wide).unwrap();
+            assert_eq!((m.memory_mb, m.timeout_ms), (2000, 3_600_000), "{yaml:?}");
+        }
+        // What ol.yaml names wins over the defaults.
+        let m = Manifest::parse_within("memory_mb: 256\ntimeout_s: 5", &worker_wide).unwrap();
+        assert_eq!((m.memory_mb, m.timeout_ms), (256, 5_000));
+        let built_in = Manifest::parse("").unwrap();
+        assert_eq!((built_in.memory_mb, built_in.timeout_ms), (128, 30_000));
     }
 
     #[test]

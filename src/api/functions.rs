@@ -110,9 +110,9 @@ async fn deploy(
 
     // Every check runs in memory before anything is written.
     let max_entries = state.settings.packages.zip_max_entries;
-    let maxima = state.settings.packages.maxima;
+    let limits = state.settings.packages.limits;
     let (zip, inspected) = tokio::task::spawn_blocking(move || {
-        let inspected = code::inspect_upload(&zip, max_entries, &maxima);
+        let inspected = code::inspect_upload(&zip, max_entries, &limits);
         (zip, inspected)
     })
     .await

@@ -331,8 +331,8 @@ async fn run_gives_f_its_conventions_and_every_error_a_body() {
 
     // An operator who raised the maxima gets OpenLambda's pandas-tests limits.
     let app = spawn_app_with(|s| {
-        s.packages.maxima.timeout_s = 3600;
-        s.packages.maxima.memory_mb = 2000;
+        s.packages.limits.max_timeout_s = 3600;
+        s.packages.limits.max_memory_mb = 2000;
     })
     .await;
     let yaml = "timeout_s: 3600\nmemory_mb: 2000\n";
@@ -350,6 +350,39 @@ async fn run_gives_f_its_conventions_and_every_error_a_body() {
         (Some(3_600_000), Some(2000))
     );
     let (status, body) = json(app.run("slow", "").await).await;
+    assert_eq!((status, body), (200, serde_json::json!(1)));
+    app.stop().await;
+}
+
+/// OpenLambda sets limits worker-wide (its package tests: 2000 MB, 3600 s)
+/// and its examples carry no `ol.yaml`: the operator's defaults apply to
+/// a zip that names none, and what an `ol.yaml` names still wins.
+#[tokio::test]
+async fn operator_defaults_apply_to_a_zip_without_ol_yaml() {
+    let app = spawn_app_with(|s| {
+        s.packages.limits.max_timeout_s = 3600;
+        s.packages.limits.max_memory_mb = 2000;
+        s.packages.limits.default_timeout_s = 3600;
+        s.packages.limits.default_memory_mb = 2000;
+    })
+    .await;
+    let limits =
+        |body: &serde_json::Value| (body["timeout_ms"].as_i64(), body["memory_mb"].as_i64());
+    let bare = app
+        .deploy_ok("bare", &[("f.py", "def f(event):\n    return 1\n")])
+        .await;
+    assert_eq!(limits(&bare), (Some(3_600_000), Some(2000)), "{bare}");
+    let named = app
+        .deploy_ok(
+            "named",
+            &[
+                ("f.py", "def f(event):\n    return 1\n"),
+                ("ol.yaml", "memory_mb: 256\n"),
+            ],
+        )
+        .await;
+    assert_eq!(limits(&named), (Some(3_600_000), Some(256)), "{named}");
+    let (status, body) = json(app.run("bare", "").await).await;
     assert_eq!((status, body), (200, serde_json::json!(1)));
     app.stop().await;
 }
