@@ -11,7 +11,8 @@ called the way upstream's `scripts/test.py` and `scripts/package_tests.py`
 call them, and the answer is checked against what those tests expect.
 
 The manager is the one at OL_URL (as for every `ol` command; default
-http://127.0.0.1:8080), with OL_ADMIN_TOKEN when it has one. It needs a
+http://127.0.0.1:8080), with OL_ADMIN_TOKEN when it has one; calls go to its
+function listener at OL_FUNCTIONS_URL (default http://127.0.0.1:8081). It needs a
 working package index (requirements.txt of the numpy, pandas and flask
 examples). The `ol` binary is OL_BIN, else target/debug/ol, else `ol` on PATH.
 
@@ -49,6 +50,8 @@ import urllib.error
 import urllib.request
 
 URL = os.environ.get("OL_URL", "http://127.0.0.1:8080").rstrip("/")
+# Calls (/run, /fn) go to the function listener (OL_FUNCTIONS_LISTEN).
+FUNCTIONS_URL = os.environ.get("OL_FUNCTIONS_URL", "http://127.0.0.1:8081").rstrip("/")
 # The manager's default per-container process limit (OL_POOL_PIDS_LIMIT).
 PIDS = int(os.environ.get("OL_POOL_PIDS_LIMIT", "128"))
 # A function's memory limit when its ol.yaml sets none.
@@ -62,7 +65,8 @@ class Failed(Exception):
 def request(method, path, body=None, content_type=None, timeout=600):
     """(status, headers, text) of one call; HTTP errors are answers too."""
     data = None if body is None else body.encode()
-    req = urllib.request.Request(URL + path, data=data, method=method)
+    base = FUNCTIONS_URL if path.startswith(("/run/", "/fn/")) else URL
+    req = urllib.request.Request(base + path, data=data, method=method)
     if content_type:
         req.add_header("Content-Type", content_type)
     try:
