@@ -41,6 +41,17 @@ pub struct PackageStep {
     pub ms: u64,
 }
 
+impl PackageStep {
+    fn new(name: &str, version: &str, status: &str, ms: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            version: version.to_string(),
+            status: status.to_string(),
+            ms,
+        }
+    }
+}
+
 /// What a deploy's requirements came to.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Resolved {
@@ -151,14 +162,9 @@ impl Installer {
         let parsed = requirements::parse(requirements)?;
         self.inner.cache.create_dirs()?;
         let pinned = self.resolve(function, &parsed).await?;
-        let installs = pinned.iter().map(|(name, version)| {
-            let hashes = parsed
-                .iter()
-                .find(|r| r.key() == requirements::normalize(name))
-                .map(|r| r.hashes.clone())
-                .unwrap_or_default();
-            self.ensure(function, name, version, hashes)
-        });
+        let installs = pinned
+            .iter()
+            .map(|(name, version)| self.ensure(function, name, version, hashes_of(&parsed, name)));
         let steps = futures_util::future::join_all(installs)
             .await
             .into_iter()
@@ -193,12 +199,8 @@ impl Installer {
                         "the stored package {dir:?} is not a name-version pair"
                     ))
                 })?;
-                let hashes = parsed
-                    .iter()
-                    .find(|r| r.key() == name)
-                    .map(|r| r.hashes.clone())
-                    .unwrap_or_default();
-                self.ensure(function, name, version, hashes).await
+                self.ensure(function, name, version, hashes_of(parsed, name))
+                    .await
             }
         });
         futures_util::future::join_all(installs)
@@ -241,8 +243,11 @@ impl Installer {
         Ok(pinned)
     }
 
-    /// Makes `name==version` installed: found in the cache, installed now, or
-    /// installed by another deploy that this one waits for.
+    /// Makes `name==version` installed (checked against `hashes`, when
+    /// given): found in the cache, installed now, or installed by another
+    /// deploy that this one waits for. When that other install was checked
+    /// against other hashes, this deploy installs the version again under
+    /// its own.
     async fn ensure(
         &self,
         function: &str,
@@ -251,33 +256,32 @@ impl Installer {
         hashes: Vec<String>,
     ) -> Result<PackageStep, PackageError> {
         let dir = dir_name(name, version);
-        let step = |status: &str, ms| PackageStep {
-            name: name.to_string(),
-            version: version.to_string(),
-            status: status.to_string(),
-            ms,
-        };
-        if self.inner.cache.is_installed(&dir) {
-            return Ok(step("cached", 0));
-        }
-        let (install, ours) = {
-            let mut in_flight = self.inner.in_flight.lock().unwrap();
-            // An install that ended since the check above marked it first.
-            if self.inner.cache.is_installed(&dir) {
+        let step = |status, ms| PackageStep::new(name, version, status, ms);
+        loop {
+            if self.inner.cache.satisfies(&dir, &hashes) {
                 return Ok(step("cached", 0));
             }
-            match in_flight.get(&dir) {
-                Some(install) => (install.clone(), false),
-                None => {
-                    let install = self.spawn_install(function, name, version, hashes);
-                    in_flight.insert(dir.clone(), install.clone());
-                    (install, true)
+            let (install, ours) = {
+                let mut in_flight = self.inner.in_flight.lock().unwrap();
+                // An install that ended since the check above marked it first.
+                if self.inner.cache.satisfies(&dir, &hashes) {
+                    return Ok(step("cached", 0));
                 }
+                match in_flight.get(&dir) {
+                    Some(install) => (install.clone(), false),
+                    None => {
+                        let install = self.spawn_install(function, name, version, hashes.clone());
+                        in_flight.insert(dir.clone(), install.clone());
+                        (install, true)
+                    }
+                }
+            };
+            let ms = install.await?;
+            if ours || self.inner.cache.satisfies(&dir, &hashes) {
+                tracing::info!(function, package = name, version, ms, ours, "package ready");
+                return Ok(step(if ours { "installed" } else { "cached" }, ms));
             }
-        };
-        let ms = install.await?;
-        tracing::info!(function, package = name, version, ms, ours, "package ready");
-        Ok(step(if ours { "installed" } else { "cached" }, ms))
+        }
     }
 
     /// Starts one package's install as a task of its own, so that it ends
@@ -338,7 +342,7 @@ impl Installer {
             function,
             &format!("{pin}\n"),
             command,
-            Some((name, &target)),
+            Some((name, &target, hashes)),
         )
         .await?;
         Ok(started.elapsed().as_millis() as u64)
@@ -352,7 +356,7 @@ impl Installer {
         function: &str,
         requirements_text: &str,
         command: Vec<String>,
-        adopt: Option<(&str, &str)>,
+        adopt: Option<(&str, &str, &[String])>,
     ) -> Result<Vec<serde_json::Value>, PackageError> {
         let settings = &self.inner.settings;
         let _slot = self
@@ -394,7 +398,7 @@ impl Installer {
             let _ = std::fs::remove_file(path);
         }
         let what = match adopt {
-            Some((name, _)) => format!("installing {name}"),
+            Some((name, ..)) => format!("installing {name}"),
             None => "resolving requirements.txt".to_string(),
         };
         let (code, events, output) = match outcome? {
@@ -434,10 +438,10 @@ impl Installer {
                 output.trim()
             )));
         }
-        if let Some((_, dir)) = adopt {
+        if let Some((_, dir, hashes)) = adopt {
             let cache = self.inner.cache.clone();
-            let (out, dir) = (build.0.join("out"), dir.to_string());
-            tokio::task::spawn_blocking(move || cache.adopt(&out, &dir))
+            let (out, dir, hashes) = (build.0.join("out"), dir.to_string(), hashes.to_vec());
+            tokio::task::spawn_blocking(move || cache.adopt(&out, &dir, &hashes))
                 .await
                 .map_err(|e| PackageError::Platform(e.to_string()))?
                 .map_err(|e| {
@@ -448,6 +452,16 @@ impl Installer {
         }
         Ok(events)
     }
+}
+
+/// The `--hash` values requirements.txt gives for package `name` (none for
+/// a dependency it does not list).
+fn hashes_of(parsed: &[Requirement], name: &str) -> Vec<String> {
+    parsed
+        .iter()
+        .find(|r| r.key() == requirements::normalize(name))
+        .map(|r| r.hashes.clone())
+        .unwrap_or_default()
 }
 
 /// The cache directory of a package version, e.g. `six-1.16.0`.
