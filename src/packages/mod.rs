@@ -4,8 +4,12 @@
 //!
 //! A deploy's requirements.txt is parsed here first ([`requirements`]):
 //! anything but package requirements is refused before a container starts.
-//! Then one builder container resolves the requirements to exact versions,
-//! and each version the cache lacks is installed by a builder of its own
+//! A set whose every requirement pins one exact version, resolved before in
+//! this runtime image and all installed, is answered from the resolution
+//! memo ([`memo`]) without any container or the index. Otherwise one builder
+//! container resolves the requirements to exact versions (and, for such a
+//! pinned set, the memo records the result), and each version the cache
+//! lacks is installed by a builder of its own
 //! into a per-build directory ([`builder`]); the manager checks the result
 //! and moves it into the cache ([`cache`]). Every builder has a deadline
 //! (`OL_PACKAGES_TIMEOUT_S`); at most `OL_PACKAGES_PARALLEL` run at once;
@@ -14,6 +18,7 @@
 
 pub mod builder;
 pub mod cache;
+pub mod memo;
 pub mod requirements;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +34,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use builder::{BuildDir, Job, Outcome};
 use cache::Cache;
+use memo::Memo;
 use requirements::Requirement;
 
 /// One package of a deploy, as the deploy reports it.
@@ -52,6 +58,16 @@ impl PackageStep {
     }
 }
 
+/// Where a deploy's exact versions came from.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// From the resolution memo: no builder, no index.
+    Cached,
+    /// pip's resolver, in a builder.
+    Resolved,
+}
+
 /// What a deploy's requirements came to.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Resolved {
@@ -59,6 +75,8 @@ pub struct Resolved {
     pub dirs: Vec<String>,
     pub steps: Vec<PackageStep>,
     pub ms: u64,
+    /// `None` when there were no requirements.
+    pub resolution: Option<Resolution>,
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -113,6 +131,7 @@ struct Inner {
     settings: Arc<Settings>,
     image: String,
     cache: Cache,
+    memo: Memo,
     /// Builder containers that may run at once (`OL_PACKAGES_PARALLEL`).
     slots: tokio::sync::Semaphore,
     /// Installs under way, by cache directory name; removed when they end.
@@ -129,6 +148,7 @@ impl Installer {
                 slots: tokio::sync::Semaphore::new(settings.packages.parallel),
                 settings,
                 image,
+                memo: Memo::new(cache.resolved.clone()),
                 cache,
                 in_flight: Mutex::default(),
             }),
@@ -152,7 +172,8 @@ impl Installer {
             .insert(instance.to_string(), (package.to_string(), command));
     }
 
-    /// Checks, resolves and installs `requirements` (the text of requirements.txt).
+    /// Checks, resolves and installs `requirements` (the text of
+    /// requirements.txt): from the memo when it can, else through builders.
     pub async fn install(
         &self,
         function: &str,
@@ -161,19 +182,66 @@ impl Installer {
         let started = Instant::now();
         let parsed = requirements::parse(requirements)?;
         self.inner.cache.create_dirs()?;
-        let pinned = self.resolve(function, &parsed).await?;
-        let installs = pinned
-            .iter()
-            .map(|(name, version)| self.ensure(function, name, version, hashes_of(&parsed, name)));
-        let steps = futures_util::future::join_all(installs)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+        let key = memo::Key::of(&parsed, &self.inner.image);
+        let remembered = key.as_ref().and_then(|key| self.inner.memo.lookup(key));
+        let cached = remembered.and_then(|pinned| {
+            let steps = self.cached_steps(function, &pinned, &parsed)?;
+            Some((pinned, steps))
+        });
+        let (pinned, steps, resolution) = match cached {
+            Some((pinned, steps)) => (pinned, steps, Resolution::Cached),
+            None => {
+                let pinned = self.resolve(function, &parsed).await?;
+                let installs = pinned.iter().map(|(name, version)| {
+                    self.ensure(function, name, version, hashes_of(&parsed, name))
+                });
+                let steps = futures_util::future::join_all(installs)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(key) = &key {
+                    if let Err(e) = self.inner.memo.record(key, &pinned) {
+                        tracing::warn!(function, error = %format!("{e:#}"), "recording the resolution");
+                    }
+                }
+                (pinned, steps, Resolution::Resolved)
+            }
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            function,
+            ?resolution,
+            packages = pinned.len(),
+            ms,
+            "requirements ready"
+        );
         Ok(Resolved {
             dirs: pinned.iter().map(|(n, v)| dir_name(n, v)).collect(),
             steps,
-            ms: started.elapsed().as_millis() as u64,
+            ms,
+            resolution: Some(resolution),
         })
+    }
+
+    /// A remembered resolution's steps, when every package of it is in the
+    /// cache and meets its requirement's hashes; `None` sends the deploy to
+    /// the builder (which installs what is missing).
+    fn cached_steps(
+        &self,
+        function: &str,
+        pinned: &[(String, String)],
+        parsed: &[Requirement],
+    ) -> Option<Vec<PackageStep>> {
+        let mut steps = Vec::with_capacity(pinned.len());
+        for (name, version) in pinned {
+            let dir = dir_name(name, version);
+            if !self.inner.cache.satisfies(&dir, &hashes_of(parsed, name)) {
+                tracing::info!(function, package = %dir, "a remembered package is not in the cache; resolving through the builder");
+                return None;
+            }
+            steps.push(PackageStep::new(name, version, "cached", 0));
+        }
+        Some(steps)
     }
 
     /// Makes a version's stored resolution (`dirs`, e.g. `six-1.16.0`)

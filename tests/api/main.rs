@@ -4,6 +4,7 @@
 mod billing;
 mod billing_rules;
 mod browser;
+mod cached_deploys;
 mod callers;
 mod cluster;
 mod compat;

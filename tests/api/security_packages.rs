@@ -20,7 +20,7 @@ async fn containers_created_since(app: &TestApp, since: i64) -> usize {
 }
 
 /// The same, only those with the label `extra` (`key` or `key=value`) too.
-async fn containers_created_with(app: &TestApp, since: i64, extra: Option<&str>) -> usize {
+pub async fn containers_created_with(app: &TestApp, since: i64, extra: Option<&str>) -> usize {
     let now = chrono::Utc::now().timestamp() + 1;
     let options = EventsOptions {
         since: Some(since.to_string()),
