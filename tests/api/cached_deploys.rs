@@ -4,18 +4,12 @@
 //! package gone from the cache, a damaged memo entry, other hashes) goes
 //! through the builder as before.
 //!
-//! Whether a deploy started a builder is read from the engine's own events:
-//! containers created with the builder's label naming that function.
+//! Whether a deploy started a container is read from the engine's own
+//! event stream, watched while the deploy runs ([`Watch`]).
 
 use crate::helpers::{json, spawn_app_with, zip_of, TestApp};
 use crate::runtimes::ca_bundle;
-use crate::security_packages::containers_created_with;
-
-/// Builder containers the engine created for `function`'s deploys since `since`.
-async fn builders_of(app: &TestApp, function: &str, since: i64) -> usize {
-    let label = format!("openlambda.builder={function}");
-    containers_created_with(app, since, Some(&label)).await
-}
+use crate::watch::Watch;
 
 /// Deploys `handler` with `requirements`; checks it worked.
 async fn deploy(app: &TestApp, name: &str, handler: &str, requirements: &str) -> serde_json::Value {
@@ -49,7 +43,7 @@ const SIX_WHEEL_SHA256: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_set_in_the_cache_deploys_without_a_builder_and_imports() {
     let app = spawn_app_with(|s| s.ca_bundle = ca_bundle()).await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let mut watch = Watch::start(&app).await;
     let first = deploy(&app, "first", DATEUTIL, "python-dateutil==2.9.0.post0\n").await;
     assert_eq!(first["packages_resolution"], "resolved", "{first}");
     let dirs = first["installed_packages"].clone();
@@ -64,8 +58,9 @@ async fn a_pinned_set_in_the_cache_deploys_without_a_builder_and_imports() {
         listed.iter().any(|d| d.starts_with("six-")),
         "the dependency: {first}"
     );
-    assert!(
-        builders_of(&app, "first", since).await >= 3,
+    assert_eq!(
+        watch.builders().await,
+        ["first"; 3],
         "a resolve and an install per package, seen in the engine's events"
     );
 
@@ -75,10 +70,10 @@ async fn a_pinned_set_in_the_cache_deploys_without_a_builder_and_imports() {
     assert_eq!(second["packages_resolution"], "cached", "{second}");
     assert_eq!(second["installed_packages"], dirs, "the same resolution");
     assert!(statuses(&second).iter().all(|s| s == "cached"), "{second}");
-    assert_eq!(
-        builders_of(&app, "second", since).await,
-        0,
-        "no container started for the cached deploy"
+    let created = watch.created().await;
+    assert!(
+        created.is_empty(),
+        "no container for the cached deploy: {created:?}"
     );
     let (resolved_ms, cached_ms) = (
         first["packages_ms"].as_u64(),
@@ -99,12 +94,13 @@ async fn a_pinned_set_in_the_cache_deploys_without_a_builder_and_imports() {
     ] {
         let deployed = deploy(&app, name, DATEUTIL, requirements).await;
         assert_eq!(deployed["packages_resolution"], "resolved", "{deployed}");
+        let installed = statuses(&deployed)
+            .iter()
+            .filter(|s| *s == "installed")
+            .count();
         assert_eq!(
-            builders_of(&app, name, since).await,
-            1 + statuses(&deployed)
-                .iter()
-                .filter(|s| *s == "installed")
-                .count(),
+            watch.builders().await,
+            vec![name; 1 + installed],
             "one resolve (and an install per new version): {deployed}"
         );
     }
@@ -114,21 +110,18 @@ async fn a_pinned_set_in_the_cache_deploys_without_a_builder_and_imports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memo_whose_package_left_the_cache_or_that_is_damaged_falls_back_to_the_builder() {
     let app = spawn_app_with(|s| s.ca_bundle = ca_bundle()).await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let mut watch = Watch::start(&app).await;
     let packages = app.data_dir.path().join("packages");
     let first = deploy(&app, "first", SIX, "six==1.16.0\n").await;
     assert_eq!(statuses(&first), ["installed"], "{first}");
+    assert_eq!(watch.builders().await, ["first"; 2], "resolve and install");
 
     // Its cache directory went: the memo alone does not make it installed.
     std::fs::remove_dir_all(packages.join("python/six-1.16.0")).unwrap();
     let gone = deploy(&app, "gone", SIX, "six==1.16.0\n").await;
     assert_eq!(gone["packages_resolution"], "resolved", "{gone}");
     assert_eq!(statuses(&gone), ["installed"], "installed again: {gone}");
-    assert_eq!(
-        builders_of(&app, "gone", since).await,
-        2,
-        "resolve and install"
-    );
+    assert_eq!(watch.builders().await, ["gone"; 2], "resolve and install");
     let (status, body) = json(app.run("gone", "{}").await).await;
     assert_eq!((status, body), (200, serde_json::json!("1.16.0")));
 
@@ -158,11 +151,11 @@ async fn a_memo_whose_package_left_the_cache_or_that_is_damaged_falls_back_to_th
             deployed["installed_packages"],
             serde_json::json!(["six-1.16.0"])
         );
-        assert_eq!(builders_of(&app, name, since).await, 1, "resolve only");
+        assert_eq!(watch.builders().await, [name], "resolve only");
     }
     let rewritten = deploy(&app, "rewritten", SIX, "six==1.16.0\n").await;
     assert_eq!(rewritten["packages_resolution"], "cached", "{rewritten}");
-    assert_eq!(builders_of(&app, "rewritten", since).await, 0);
+    assert!(watch.created().await.is_empty(), "no container");
     app.stop().await;
 }
 
@@ -171,13 +164,14 @@ async fn a_memo_whose_package_left_the_cache_or_that_is_damaged_falls_back_to_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_pin_is_not_met_by_an_install_checked_against_other_hashes() {
     let app = spawn_app_with(|s| s.ca_bundle = ca_bundle()).await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let mut watch = Watch::start(&app).await;
     let marker = app
         .data_dir
         .path()
         .join("packages/python.verified/six-1.16.0");
     let plain = deploy(&app, "plain", SIX, "six==1.16.0\n").await;
     assert_eq!(statuses(&plain), ["installed"], "{plain}");
+    assert_eq!(watch.builders().await, ["plain"; 2], "resolve and install");
 
     let hashed = format!("six==1.16.0 --hash={SIX_WHEEL_SHA256}\n");
     let first = deploy(&app, "hashed", SIX, &hashed).await;
@@ -187,11 +181,12 @@ async fn a_hash_pin_is_not_met_by_an_install_checked_against_other_hashes() {
         ["installed"],
         "the install checked against no hash does not count: {first}"
     );
+    assert_eq!(watch.builders().await, ["hashed"; 2], "resolve and install");
     let recorded = std::fs::read_to_string(&marker).unwrap();
     assert!(recorded.contains(SIX_WHEEL_SHA256), "{recorded}");
     let again = deploy(&app, "hashed-again", SIX, &hashed).await;
     assert_eq!(again["packages_resolution"], "cached", "{again}");
-    assert_eq!(builders_of(&app, "hashed-again", since).await, 0);
+    assert!(watch.created().await.is_empty(), "no container");
 
     let wrong = format!("six==1.16.0 --hash=sha256:{}\n", "0".repeat(64));
     let zip = zip_of(&[("f.py", SIX), ("requirements.txt", &wrong)]);

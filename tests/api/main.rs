@@ -22,3 +22,4 @@ mod runtimes;
 mod security_packages;
 mod security_sandbox;
 mod upload;
+mod watch;
