@@ -33,6 +33,10 @@ rows=(
     'soak|calls (answered as their kind should be) in s; redeploys meanwhile||"\(.calls) (\(.expected)) in \(.seconds | round) s; \(.redeploys)"'
     'soak|platform 5xx / lost records / double records|0 / 0 / 0|"**\(.platform_5xx) / \(.lost_records) / \(.double_records)**"'
     'soak|manager RSS before / after (MB)|flat (≤ +64)|"\(.rss_before_mb * 10 | round / 10) / \(.rss_after_mb * 10 | round / 10)"'
+    'deploys|flask==3.0.3 into an empty cache: p50 / max (ms)||"\(.uncached.p50_ms | round) / \(.uncached.max_ms | round)"'
+    'deploys|cached, resolved in a builder: p50 / max (ms)||"\(.cached_builder.p50_ms | round) / \(.cached_builder.max_ms | round)"'
+    'deploys|cached, from the memo: p50 / max (ms)|p50 < 300|"**\(.cached_memo.p50_ms * 10 | round / 10)** / \(.cached_memo.max_ms * 10 | round / 10)"'
+    'deploys|builder / memo, p50|≥ 5x|"**\(.memo_vs_builder | round)x**"'
 )
 
 header="| scenario | measure |"

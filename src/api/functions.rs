@@ -221,6 +221,7 @@ async fn deploy(
     // What the deploy did about packages, step by step.
     view["packages"] = json!(resolved.steps);
     view["packages_ms"] = json!(resolved.ms);
+    view["packages_resolution"] = json!(resolved.resolution);
     view["auth"] = json!(inspected.manifest.auth);
     view["rate_limit"] = json!(inspected.manifest.rate_limit);
     Ok((status, Json(view)))

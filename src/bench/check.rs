@@ -102,6 +102,22 @@ pub fn checks(report: &Report, quick: bool) -> Vec<Check> {
             ));
         }
     }
+    if let Some(d) = &report.deploys {
+        if !quick {
+            out.push(at_most(
+                "deploys",
+                "cached from the memo p50 (ms)",
+                d.cached_memo.p50_ms,
+                300.0,
+            ));
+        }
+        out.push(at_least(
+            "deploys",
+            "builder / memo, p50",
+            d.memo_vs_builder,
+            if quick { 2.0 } else { 5.0 },
+        ));
+    }
     if let Some(s) = &report.soak {
         out.push(at_most("soak", "platform 5xx", s.platform_5xx as f64, 0.0));
         out.push(at_most("soak", "lost records", s.lost_records as f64, 0.0));

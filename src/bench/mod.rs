@@ -9,13 +9,16 @@
 //!   plain local server that sleeps 200 ms per request (the ideal);
 //! - soak: many calls mixing warm, cold, handler errors, timeouts, OOM
 //!   kills, unknown names and redeploys: platform 5xx, lost or double
-//!   records, and the manager's memory before and after.
+//!   records, and the manager's memory before and after;
+//! - deploys: the Flask requirements set deployed into an empty cache,
+//!   cached but resolved in a builder, and cached from the resolution memo.
 //!
 //! Each scenario runs its own manager in this process (own database, data
 //! directory and instance label) and removes it afterwards.
 
 mod async_path;
 mod check;
+mod deploys;
 mod harness;
 mod scenarios;
 mod soak;
@@ -29,10 +32,11 @@ use serde::Serialize;
 /// Options of `ol bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchOptions {
-    /// Scenarios to run, comma-separated: warm, cold, burst, writer, soak, async.
+    /// Scenarios to run, comma-separated: warm, cold, burst, writer, soak,
+    /// async, deploys.
     #[arg(
         long,
-        default_value = "warm,cold,burst,writer,soak,async",
+        default_value = "warm,cold,burst,writer,soak,async,deploys",
         value_delimiter = ','
     )]
     pub only: Vec<String>,
@@ -60,6 +64,9 @@ pub struct BenchOptions {
     /// Events in the async scenario.
     #[arg(long, default_value_t = 2000)]
     pub async_events: usize,
+    /// Deploys of each kind in the deploys scenario.
+    #[arg(long, default_value_t = 5)]
+    pub deploy_repeats: usize,
     /// Also write the JSON report to this file (`scripts/bench-table.sh`
     /// turns it into README's table).
     #[arg(long)]
@@ -84,6 +91,7 @@ impl BenchOptions {
         self.writer_records = 5_000;
         self.soak_calls = 500;
         self.async_events = 200;
+        self.deploy_repeats = 2;
         self
     }
 }
@@ -138,6 +146,8 @@ pub struct Report {
     pub soak: Option<soak::Soak>,
     #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
     pub async_path: Option<async_path::AsyncPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploys: Option<deploys::Deploys>,
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
@@ -160,9 +170,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "writer" => report.writer = Some(scenarios::writer(&env, &options).await?),
             "soak" => report.soak = Some(soak::soak(&env, &options).await?),
             "async" => report.async_path = Some(async_path::async_path(&env, &options).await?),
+            "deploys" => report.deploys = Some(deploys::deploys(&env, &options).await?),
             other => {
                 anyhow::bail!(
-                    "unknown scenario {other:?}; use warm, cold, burst, writer, soak or async"
+                    "unknown scenario {other:?}; use warm, cold, burst, writer, soak, async or \
+                     deploys"
                 )
             }
         }
@@ -339,6 +351,9 @@ fn print_table(report: &Report) {
             "manager RSS before / after (MB)".into(),
             format!("{} / {}", f(s.rss_before_mb), f(s.rss_after_mb)),
         ));
+    }
+    if let Some(d) = &report.deploys {
+        rows.extend(d.rows());
     }
     let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
     println!("\n{:<8} {:<width$}  figure", "scenario", "measure");

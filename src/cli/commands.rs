@@ -58,8 +58,25 @@ pub async fn deploy(api: &Api, source: &Path, name: &str) -> anyhow::Result<()> 
         f["timeout_ms"].as_i64().unwrap_or(0) / 1000,
         started.elapsed().as_secs_f64()
     );
+    if let Some(line) = packages_line(&f) {
+        eprintln!("{line}");
+    }
     println!("{}", f["url"].as_str().unwrap_or_default());
     Ok(())
+}
+
+/// What a deploy did about packages, in one line: how many, how many
+/// installed, and whether the versions came from the resolution memo
+/// (`cached`: no builder ran) or pip's resolver (`resolved`).
+fn packages_line(deployed: &Value) -> Option<String> {
+    let steps = deployed["packages"].as_array()?;
+    let resolution = deployed["packages_resolution"].as_str()?;
+    let installed = steps.iter().filter(|s| s["status"] == "installed").count();
+    Some(format!(
+        "packages: {} ({installed} installed), resolution {resolution}, in {} ms",
+        steps.len(),
+        deployed["packages_ms"].as_u64().unwrap_or(0)
+    ))
 }
 
 /// Zips a folder's files with paths relative to it.
@@ -380,5 +397,20 @@ mod tests {
             .map(|i| archive.by_index(i).unwrap().name().unwrap().to_string())
             .collect();
         assert_eq!(names, ["f.py", "lib/util.py"]);
+    }
+
+    #[test]
+    fn says_where_the_package_versions_came_from() {
+        let deployed = serde_json::json!({
+            "packages": [{"status": "cached"}, {"status": "installed"}],
+            "packages_ms": 12,
+            "packages_resolution": "cached",
+        });
+        assert_eq!(
+            packages_line(&deployed).unwrap(),
+            "packages: 2 (1 installed), resolution cached, in 12 ms"
+        );
+        let plain = serde_json::json!({"packages": [], "packages_resolution": null});
+        assert_eq!(packages_line(&plain), None, "no requirements.txt");
     }
 }

@@ -7,7 +7,21 @@
 //! cache mounted read-write, a crash half-way) is replaced, never trusted.
 //! The manager writes the marker only after it checked the build's result
 //! and moved it into place with one rename.
+//!
+//! The marker also records the `--hash` values pip checked the download
+//! against, one per line after its first. Before any code of the package
+//! ran, pip refused a download matching none of them, so the installed
+//! artifact has one of those hashes. A requirement with hashes `T` is met by
+//! the cached version only when that recorded set is not empty and lies
+//! within `T` (then whichever one matched is one `T` allows); otherwise the
+//! version is installed again under `T`. An install without hashes (and any
+//! marker written before hashes were recorded) meets only requirements
+//! without hashes.
+//!
+//! `{data_dir}/packages/python.resolved/` holds the resolution memo
+//! ([`super::memo`]), manager-only like the markers.
 
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -17,6 +31,10 @@ use anyhow::{bail, Context};
 const MAX_FILES: u64 = 200_000;
 /// Bytes one package may hold.
 const MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// The first line of every completion marker.
+const MARKER_HEAD: &str = "verified by the manager";
+/// Bytes of a marker read; the manager writes far less.
+const MARKER_LIMIT: u64 = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -26,6 +44,8 @@ pub struct Cache {
     verified: PathBuf,
     /// Per-build directories, on the same file system as `root`.
     pub builds: PathBuf,
+    /// The resolution memo's entries; never mounted anywhere.
+    pub resolved: PathBuf,
 }
 
 impl Cache {
@@ -35,15 +55,16 @@ impl Cache {
             root: packages.join("python"),
             verified: packages.join("python.verified"),
             builds: packages.join("builds"),
+            resolved: packages.join("python.resolved"),
         }
     }
 
     pub fn create_dirs(&self) -> anyhow::Result<()> {
-        for dir in [&self.root, &self.verified, &self.builds] {
+        for dir in [&self.root, &self.verified, &self.builds, &self.resolved] {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        // Only the manager looks into the markers and the builds.
-        for dir in [&self.verified, &self.builds] {
+        // Only the manager looks into the markers, the builds and the memo.
+        for dir in [&self.verified, &self.builds, &self.resolved] {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(())
@@ -73,9 +94,37 @@ impl Cache {
         self.verified.join(dir).is_file() && self.root.join(dir).is_dir()
     }
 
+    /// Whether `dir` is installed and meets a requirement pinned to
+    /// `hashes` (none: any verified install will do; see the module docs).
+    pub fn satisfies(&self, dir: &str, hashes: &[String]) -> bool {
+        if !self.is_installed(dir) {
+            return false;
+        }
+        if hashes.is_empty() {
+            return true;
+        }
+        let checked = self.checked_hashes(dir);
+        !checked.is_empty() && checked.iter().all(|h| hashes.contains(h))
+    }
+
+    /// The hashes `dir`'s install was checked against, from its marker.
+    fn checked_hashes(&self, dir: &str) -> Vec<String> {
+        let mut text = String::new();
+        let read = std::fs::File::open(self.verified.join(dir))
+            .and_then(|f| f.take(MARKER_LIMIT).read_to_string(&mut text));
+        if read.is_err() {
+            return Vec::new();
+        }
+        let mut lines = text.lines();
+        if lines.next() != Some(MARKER_HEAD) {
+            return Vec::new();
+        }
+        lines.map(str::to_string).collect()
+    }
+
     /// Checks a build's result, then moves it into the cache as `dir` and
-    /// marks it installed.
-    pub fn adopt(&self, built: &Path, dir: &str) -> anyhow::Result<()> {
+    /// marks it installed, checked against `hashes` (what pip was given).
+    pub fn adopt(&self, built: &Path, dir: &str, hashes: &[String]) -> anyhow::Result<()> {
         verify_and_normalize(built)?;
         let target = self.root.join(dir);
         // An unmarked directory of that name is not ours: set it aside first.
@@ -90,7 +139,11 @@ impl Cache {
             .with_context(|| format!("moving the build into {}", target.display()))?;
         let marker = self.verified.join(dir);
         let tmp = self.verified.join(format!(".tmp-{dir}"));
-        std::fs::write(&tmp, b"verified by the manager\n")
+        let body: String = std::iter::once(MARKER_HEAD)
+            .chain(hashes.iter().map(String::as_str))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&tmp, body)
             .and_then(|()| std::fs::rename(&tmp, &marker))
             .with_context(|| format!("writing {}", marker.display()))?;
         Ok(())
@@ -207,11 +260,47 @@ mod tests {
         std::fs::create_dir_all(built.join("pkg")).unwrap();
         std::fs::write(built.join("six.py"), "real").unwrap();
         std::os::unix::fs::symlink("../six.py", built.join("pkg/link")).unwrap();
-        cache.adopt(&built, "six-1.16.0").unwrap();
+        cache.adopt(&built, "six-1.16.0", &[]).unwrap();
         assert!(cache.is_installed("six-1.16.0"));
         let six = std::fs::read_to_string(cache.root.join("six-1.16.0/six.py")).unwrap();
         assert_eq!(six, "real");
         assert!(!built.exists());
+    }
+
+    #[test]
+    fn a_hashed_requirement_needs_an_install_checked_against_its_hashes() {
+        let data = tempfile::tempdir().unwrap();
+        let cache = Cache::new(data.path());
+        cache.create_dirs().unwrap();
+        let adopt = |dir: &str, hashes: &[&str]| {
+            let built = cache.builds.join(dir).join("out");
+            std::fs::create_dir_all(&built).unwrap();
+            let hashes: Vec<String> = hashes.iter().map(|h| h.to_string()).collect();
+            cache.adopt(&built, dir, &hashes).unwrap();
+        };
+        let owned = |hashes: &[&str]| hashes.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        adopt("plain-1.0", &[]);
+        adopt("hashed-1.0", &["sha256:aa", "sha256:bb"]);
+        assert!(cache.satisfies("plain-1.0", &[]));
+        assert!(!cache.satisfies("plain-1.0", &owned(&["sha256:aa"])));
+        assert!(cache.satisfies("hashed-1.0", &[]));
+        assert!(cache.satisfies("hashed-1.0", &owned(&["sha256:bb", "sha256:aa"])));
+        assert!(cache.satisfies(
+            "hashed-1.0",
+            &owned(&["sha256:aa", "sha256:bb", "sha256:cc"])
+        ));
+        // Which of aa and bb matched is not known: aa alone is not enough.
+        assert!(!cache.satisfies("hashed-1.0", &owned(&["sha256:aa"])));
+        assert!(!cache.satisfies("hashed-1.0", &owned(&["sha256:cc"])));
+        assert!(!cache.satisfies("missing-1.0", &[]));
+        // A marker from before hashes were recorded: checked against none.
+        std::fs::write(
+            cache.verified.join("plain-1.0"),
+            "verified by the manager\n",
+        )
+        .unwrap();
+        assert!(cache.satisfies("plain-1.0", &[]));
+        assert!(!cache.satisfies("plain-1.0", &owned(&["sha256:aa"])));
     }
 
     #[test]
@@ -222,11 +311,14 @@ mod tests {
         let built = cache.builds.join("b2/out");
         std::fs::create_dir_all(&built).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", built.join("evil")).unwrap();
-        let err = cache.adopt(&built, "evil-1.0").unwrap_err().to_string();
+        let err = cache
+            .adopt(&built, "evil-1.0", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("leaves it"), "{err}");
         assert!(!cache.is_installed("evil-1.0"));
         assert!(!cache.root.join("evil-1.0").exists());
-        let missing = cache.adopt(&cache.builds.join("none"), "x-1.0");
+        let missing = cache.adopt(&cache.builds.join("none"), "x-1.0", &[]);
         assert!(missing.is_err());
         cache.remove_leftover_builds();
         assert_eq!(std::fs::read_dir(&cache.builds).unwrap().count(), 0);

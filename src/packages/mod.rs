@@ -4,8 +4,12 @@
 //!
 //! A deploy's requirements.txt is parsed here first ([`requirements`]):
 //! anything but package requirements is refused before a container starts.
-//! Then one builder container resolves the requirements to exact versions,
-//! and each version the cache lacks is installed by a builder of its own
+//! A set whose every requirement pins one exact version, resolved before in
+//! this runtime image and all installed, is answered from the resolution
+//! memo ([`memo`]) without any container or the index. Otherwise one builder
+//! container resolves the requirements to exact versions (and, for such a
+//! pinned set, the memo records the result), and each version the cache
+//! lacks is installed by a builder of its own
 //! into a per-build directory ([`builder`]); the manager checks the result
 //! and moves it into the cache ([`cache`]). Every builder has a deadline
 //! (`OL_PACKAGES_TIMEOUT_S`); at most `OL_PACKAGES_PARALLEL` run at once;
@@ -14,6 +18,7 @@
 
 pub mod builder;
 pub mod cache;
+pub mod memo;
 pub mod requirements;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +34,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use builder::{BuildDir, Job, Outcome};
 use cache::Cache;
+use memo::Memo;
 use requirements::Requirement;
 
 /// One package of a deploy, as the deploy reports it.
@@ -41,6 +47,27 @@ pub struct PackageStep {
     pub ms: u64,
 }
 
+impl PackageStep {
+    fn new(name: &str, version: &str, status: &str, ms: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            version: version.to_string(),
+            status: status.to_string(),
+            ms,
+        }
+    }
+}
+
+/// Where a deploy's exact versions came from.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// From the resolution memo: no builder, no index.
+    Cached,
+    /// pip's resolver, in a builder.
+    Resolved,
+}
+
 /// What a deploy's requirements came to.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Resolved {
@@ -48,6 +75,8 @@ pub struct Resolved {
     pub dirs: Vec<String>,
     pub steps: Vec<PackageStep>,
     pub ms: u64,
+    /// `None` when there were no requirements.
+    pub resolution: Option<Resolution>,
 }
 
 #[derive(Clone, Debug, thiserror::Error)]
@@ -102,6 +131,7 @@ struct Inner {
     settings: Arc<Settings>,
     image: String,
     cache: Cache,
+    memo: Memo,
     /// Builder containers that may run at once (`OL_PACKAGES_PARALLEL`).
     slots: tokio::sync::Semaphore,
     /// Installs under way, by cache directory name; removed when they end.
@@ -118,6 +148,7 @@ impl Installer {
                 slots: tokio::sync::Semaphore::new(settings.packages.parallel),
                 settings,
                 image,
+                memo: Memo::new(cache.resolved.clone()),
                 cache,
                 in_flight: Mutex::default(),
             }),
@@ -141,7 +172,8 @@ impl Installer {
             .insert(instance.to_string(), (package.to_string(), command));
     }
 
-    /// Checks, resolves and installs `requirements` (the text of requirements.txt).
+    /// Checks, resolves and installs `requirements` (the text of
+    /// requirements.txt): from the memo when it can, else through builders.
     pub async fn install(
         &self,
         function: &str,
@@ -150,24 +182,66 @@ impl Installer {
         let started = Instant::now();
         let parsed = requirements::parse(requirements)?;
         self.inner.cache.create_dirs()?;
-        let pinned = self.resolve(function, &parsed).await?;
-        let installs = pinned.iter().map(|(name, version)| {
-            let hashes = parsed
-                .iter()
-                .find(|r| r.key() == requirements::normalize(name))
-                .map(|r| r.hashes.clone())
-                .unwrap_or_default();
-            self.ensure(function, name, version, hashes)
+        let key = memo::Key::of(&parsed, &self.inner.image);
+        let remembered = key.as_ref().and_then(|key| self.inner.memo.lookup(key));
+        let cached = remembered.and_then(|pinned| {
+            let steps = self.cached_steps(function, &pinned, &parsed)?;
+            Some((pinned, steps))
         });
-        let steps = futures_util::future::join_all(installs)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+        let (pinned, steps, resolution) = match cached {
+            Some((pinned, steps)) => (pinned, steps, Resolution::Cached),
+            None => {
+                let pinned = self.resolve(function, &parsed).await?;
+                let installs = pinned.iter().map(|(name, version)| {
+                    self.ensure(function, name, version, hashes_of(&parsed, name))
+                });
+                let steps = futures_util::future::join_all(installs)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(key) = &key {
+                    if let Err(e) = self.inner.memo.record(key, &pinned) {
+                        tracing::warn!(function, error = %format!("{e:#}"), "recording the resolution");
+                    }
+                }
+                (pinned, steps, Resolution::Resolved)
+            }
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            function,
+            ?resolution,
+            packages = pinned.len(),
+            ms,
+            "requirements ready"
+        );
         Ok(Resolved {
             dirs: pinned.iter().map(|(n, v)| dir_name(n, v)).collect(),
             steps,
-            ms: started.elapsed().as_millis() as u64,
+            ms,
+            resolution: Some(resolution),
         })
+    }
+
+    /// A remembered resolution's steps, when every package of it is in the
+    /// cache and meets its requirement's hashes; `None` sends the deploy to
+    /// the builder (which installs what is missing).
+    fn cached_steps(
+        &self,
+        function: &str,
+        pinned: &[(String, String)],
+        parsed: &[Requirement],
+    ) -> Option<Vec<PackageStep>> {
+        let mut steps = Vec::with_capacity(pinned.len());
+        for (name, version) in pinned {
+            let dir = dir_name(name, version);
+            if !self.inner.cache.satisfies(&dir, &hashes_of(parsed, name)) {
+                tracing::info!(function, package = %dir, "a remembered package is not in the cache; resolving through the builder");
+                return None;
+            }
+            steps.push(PackageStep::new(name, version, "cached", 0));
+        }
+        Some(steps)
     }
 
     /// Makes a version's stored resolution (`dirs`, e.g. `six-1.16.0`)
@@ -193,12 +267,8 @@ impl Installer {
                         "the stored package {dir:?} is not a name-version pair"
                     ))
                 })?;
-                let hashes = parsed
-                    .iter()
-                    .find(|r| r.key() == name)
-                    .map(|r| r.hashes.clone())
-                    .unwrap_or_default();
-                self.ensure(function, name, version, hashes).await
+                self.ensure(function, name, version, hashes_of(parsed, name))
+                    .await
             }
         });
         futures_util::future::join_all(installs)
@@ -241,8 +311,11 @@ impl Installer {
         Ok(pinned)
     }
 
-    /// Makes `name==version` installed: found in the cache, installed now, or
-    /// installed by another deploy that this one waits for.
+    /// Makes `name==version` installed (checked against `hashes`, when
+    /// given): found in the cache, installed now, or installed by another
+    /// deploy that this one waits for. When that other install was checked
+    /// against other hashes, this deploy installs the version again under
+    /// its own.
     async fn ensure(
         &self,
         function: &str,
@@ -251,33 +324,32 @@ impl Installer {
         hashes: Vec<String>,
     ) -> Result<PackageStep, PackageError> {
         let dir = dir_name(name, version);
-        let step = |status: &str, ms| PackageStep {
-            name: name.to_string(),
-            version: version.to_string(),
-            status: status.to_string(),
-            ms,
-        };
-        if self.inner.cache.is_installed(&dir) {
-            return Ok(step("cached", 0));
-        }
-        let (install, ours) = {
-            let mut in_flight = self.inner.in_flight.lock().unwrap();
-            // An install that ended since the check above marked it first.
-            if self.inner.cache.is_installed(&dir) {
+        let step = |status, ms| PackageStep::new(name, version, status, ms);
+        loop {
+            if self.inner.cache.satisfies(&dir, &hashes) {
                 return Ok(step("cached", 0));
             }
-            match in_flight.get(&dir) {
-                Some(install) => (install.clone(), false),
-                None => {
-                    let install = self.spawn_install(function, name, version, hashes);
-                    in_flight.insert(dir.clone(), install.clone());
-                    (install, true)
+            let (install, ours) = {
+                let mut in_flight = self.inner.in_flight.lock().unwrap();
+                // An install that ended since the check above marked it first.
+                if self.inner.cache.satisfies(&dir, &hashes) {
+                    return Ok(step("cached", 0));
                 }
+                match in_flight.get(&dir) {
+                    Some(install) => (install.clone(), false),
+                    None => {
+                        let install = self.spawn_install(function, name, version, hashes.clone());
+                        in_flight.insert(dir.clone(), install.clone());
+                        (install, true)
+                    }
+                }
+            };
+            let ms = install.await?;
+            if ours || self.inner.cache.satisfies(&dir, &hashes) {
+                tracing::info!(function, package = name, version, ms, ours, "package ready");
+                return Ok(step(if ours { "installed" } else { "cached" }, ms));
             }
-        };
-        let ms = install.await?;
-        tracing::info!(function, package = name, version, ms, ours, "package ready");
-        Ok(step(if ours { "installed" } else { "cached" }, ms))
+        }
     }
 
     /// Starts one package's install as a task of its own, so that it ends
@@ -338,7 +410,7 @@ impl Installer {
             function,
             &format!("{pin}\n"),
             command,
-            Some((name, &target)),
+            Some((name, &target, hashes)),
         )
         .await?;
         Ok(started.elapsed().as_millis() as u64)
@@ -352,7 +424,7 @@ impl Installer {
         function: &str,
         requirements_text: &str,
         command: Vec<String>,
-        adopt: Option<(&str, &str)>,
+        adopt: Option<(&str, &str, &[String])>,
     ) -> Result<Vec<serde_json::Value>, PackageError> {
         let settings = &self.inner.settings;
         let _slot = self
@@ -394,7 +466,7 @@ impl Installer {
             let _ = std::fs::remove_file(path);
         }
         let what = match adopt {
-            Some((name, _)) => format!("installing {name}"),
+            Some((name, ..)) => format!("installing {name}"),
             None => "resolving requirements.txt".to_string(),
         };
         let (code, events, output) = match outcome? {
@@ -434,10 +506,10 @@ impl Installer {
                 output.trim()
             )));
         }
-        if let Some((_, dir)) = adopt {
+        if let Some((_, dir, hashes)) = adopt {
             let cache = self.inner.cache.clone();
-            let (out, dir) = (build.0.join("out"), dir.to_string());
-            tokio::task::spawn_blocking(move || cache.adopt(&out, &dir))
+            let (out, dir, hashes) = (build.0.join("out"), dir.to_string(), hashes.to_vec());
+            tokio::task::spawn_blocking(move || cache.adopt(&out, &dir, &hashes))
                 .await
                 .map_err(|e| PackageError::Platform(e.to_string()))?
                 .map_err(|e| {
@@ -448,6 +520,16 @@ impl Installer {
         }
         Ok(events)
     }
+}
+
+/// The `--hash` values requirements.txt gives for package `name` (none for
+/// a dependency it does not list).
+fn hashes_of(parsed: &[Requirement], name: &str) -> Vec<String> {
+    parsed
+        .iter()
+        .find(|r| r.key() == requirements::normalize(name))
+        .map(|r| r.hashes.clone())
+        .unwrap_or_default()
 }
 
 /// The cache directory of a package version, e.g. `six-1.16.0`.

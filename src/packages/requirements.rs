@@ -257,7 +257,8 @@ fn split_hashes(line: &str) -> Result<(&str, Vec<String>), &'static str> {
         if !known || digest.is_empty() || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("its --hash is not sha256/sha384/sha512:hexdigest");
         }
-        hashes.push(value);
+        // Hex digits in one case, so the same hash always compares equal.
+        hashes.push(value.to_ascii_lowercase());
     }
     Ok((&line[..start], hashes))
 }
@@ -359,7 +360,7 @@ mod tests {
         assert_eq!(one("Flask_Cors.x~=3.0").key(), "flask-cors-x");
         assert_eq!(one("pkg (>=1.0)").specifiers, [">=1.0"]);
         assert_eq!(one("pkg==1.*").specifiers, ["==1.*"]);
-        let hashed = one("six==1.16.0 \\\n    --hash=sha256:abcdef0123 --hash sha512:ff");
+        let hashed = one("six==1.16.0 \\\n    --hash=sha256:ABCdef0123 --hash sha512:ff");
         assert_eq!(hashed.hashes, ["sha256:abcdef0123", "sha512:ff"]);
         assert_eq!(
             hashed.to_string(),

@@ -4,6 +4,7 @@
 mod billing;
 mod billing_rules;
 mod browser;
+mod cached_deploys;
 mod callers;
 mod cluster;
 mod compat;
@@ -21,3 +22,4 @@ mod runtimes;
 mod security_packages;
 mod security_sandbox;
 mod upload;
+mod watch;

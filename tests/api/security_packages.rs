@@ -3,41 +3,14 @@
 //! directory nobody verified, a hung install against its deadline, and zips
 //! that would only fail when unpacked.
 
-use std::collections::HashMap;
 use std::io::{Cursor, Write};
 use std::time::Duration;
 
-use bollard::query_parameters::EventsOptions;
-use futures_util::StreamExt;
 use zip::write::SimpleFileOptions;
 
 use crate::helpers::{json, labelled_containers, spawn_app, spawn_app_with, zip_of, TestApp};
 use crate::runtimes::ca_bundle;
-
-/// Containers of this manager's instance that the engine created since `since`.
-async fn containers_created_since(app: &TestApp, since: i64) -> usize {
-    containers_created_with(app, since, None).await
-}
-
-/// The same, only those with the label `extra` (`key` or `key=value`) too.
-async fn containers_created_with(app: &TestApp, since: i64, extra: Option<&str>) -> usize {
-    let now = chrono::Utc::now().timestamp() + 1;
-    let options = EventsOptions {
-        since: Some(since.to_string()),
-        until: Some(now.to_string()),
-        filters: Some(HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["create".to_string()]),
-            (
-                "label".to_string(),
-                std::iter::once(format!("openlambda.instance={}", app.settings.instance))
-                    .chain(extra.map(str::to_string))
-                    .collect(),
-            ),
-        ])),
-    };
-    app.docker.events(Some(options)).count().await
-}
+use crate::watch::Watch;
 
 /// Nothing of a refused deploy is left: no row, no code, no package.
 async fn assert_nothing_stored(app: &TestApp) {
@@ -51,7 +24,7 @@ async fn assert_nothing_stored(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requirement_lines_that_are_not_packages_are_refused_before_any_container() {
     let app = spawn_app().await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let mut watch = Watch::start(&app).await;
     let cases = [
         ("--index-url https://example.invalid/simple\nsix\n", 1),
         ("six\n-r /proc/self/environ\n", 2),
@@ -79,11 +52,7 @@ async fn requirement_lines_that_are_not_packages_are_refused_before_any_containe
         }
         assert!(!text.contains(&app.settings.database_url), "{text}");
     }
-    assert_eq!(
-        containers_created_since(&app, since).await,
-        0,
-        "no builder was started"
-    );
+    assert!(watch.created().await.is_empty(), "no builder was started");
     assert_nothing_stored(&app).await;
     app.stop().await;
 }
@@ -93,7 +62,7 @@ async fn requirement_lines_that_are_not_packages_are_refused_before_any_containe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_version_is_installed_once_for_concurrent_deploys() {
     let app = spawn_app_with(|s| s.ca_bundle = ca_bundle()).await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let mut watch = Watch::start(&app).await;
     let handler = "import six\ndef f(event):\n    return six.__version__\n";
     let files = [("f.py", handler), ("requirements.txt", "six==1.16.0\n")];
     let (a, b) = tokio::join!(
@@ -107,8 +76,8 @@ async fn one_version_is_installed_once_for_concurrent_deploys() {
         "{statuses:?}"
     );
     // Two resolves and one install: three builders, never four.
-    let builders = containers_created_with(&app, since, Some("openlambda.builder")).await;
-    assert_eq!(builders, 3, "{a} {b}");
+    let builders = watch.builders().await;
+    assert_eq!(builders.len(), 3, "{builders:?} {a} {b}");
     for name in ["six-a", "six-b"] {
         let (status, body) = json(app.run(name, "").await).await;
         assert_eq!((status, body), (200, serde_json::json!("1.16.0")));
@@ -331,7 +300,7 @@ fn patch_headers(zip: &mut [u8], local_offset: usize, central_offset: usize, val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zips_that_would_fail_when_unpacked_are_refused_at_upload() {
     let app = spawn_app().await;
-    let since = chrono::Utc::now().timestamp() - 1;
+    let mut watch = Watch::start(&app).await;
 
     let mut bzip2 = handler_zip(&[]);
     patch_headers(&mut bzip2, 8, 10, 12);
@@ -365,7 +334,7 @@ async fn zips_that_would_fail_when_unpacked_are_refused_at_upload() {
         assert!(message.contains(hint), "{message}");
     }
     assert_nothing_stored(&app).await;
-    assert_eq!(containers_created_since(&app, since).await, 0);
+    assert!(watch.created().await.is_empty(), "no container");
 
     // The same zips' honest versions deploy.
     let fine = handler_zip(&[("lib/util.py", b"y")]);
