@@ -373,7 +373,8 @@ fn sockets_in(container: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_cannot_reach_its_container_runs_on_a_fresh_one_unbilled() {
-    let app = spawn_app_with(|_| {}).await;
+    // Running, not paused, while the test looks inside it.
+    let app = spawn_app_with(|s| s.pool.pause_grace = Duration::from_secs(600)).await;
     app.deploy_ok("cut", &[("f.py", ECHO_THEN_HANG_UP)]).await;
     assert_eq!(app.run("cut", "\"first\"").await.status(), 200);
     let first = app.pool.containers("cut");
