@@ -1,5 +1,6 @@
 // openlambda runtime server for Node.js: follows images/PROTOCOL.md (version
-// PROTOCOL below), as the Python runtime does. Listens for HTTP on /host/sock/ol.sock:
+// PROTOCOL below), as the Python runtime does. Listens for HTTP/1.1 on
+// /host/sock/ol.sock, on connections the manager keeps open and reuses:
 //   POST /load    once per container: code directory, handler, environment;
 //   POST /invoke  one call: the event as JSON (OpenLambda's /run), or, with
 //                 X-Ol-Meta-Length, the function URL's request, which becomes
@@ -219,6 +220,10 @@ const server = http.createServer((req, res) => {
     return send(res, 404, { error: { type: 'NotFound', message: req.url } });
   });
 });
+// The manager keeps its connections open and reuses them (keep-alive, every
+// reply with a Content-Length, each request's body read whole before the
+// reply): no idle timeout, so a kept connection ends only when the manager
+// drops it.
 server.keepAliveTimeout = 0;
 
 try { fs.unlinkSync(SOCKET); } catch (_) { /* not there */ }

@@ -2,8 +2,10 @@
 
 Follows images/PROTOCOL.md (protocol version PROTOCOL below): listens for
 HTTP on a Unix socket in the sandbox directory (/host/sock/ol.sock) and serves the
-manager, a thread per request (the manager decides how many calls a container
-serves at once: the function's concurrency):
+manager over HTTP/1.1 connections it keeps open and reuses, a thread per
+connection serving its requests one after another (the manager decides how
+many calls a container serves at once, the function's concurrency, and opens
+as many connections):
 
   POST /load    {"protocol", "dir", "module", "function", "env", "packages",
                  "function_name", "version", "memory_mb"}: once per container. Puts the code and
@@ -338,9 +340,18 @@ def openlambda_http(meta, body):
 
 
 class Handler(BaseHTTPRequestHandler):
-    # One request per connection; the manager opens a new connection per call.
-    protocol_version = "HTTP/1.0"
+    # Keep-alive: the manager reuses a connection for call after call. Every
+    # reply has a Content-Length (_send; the base class's own errors close
+    # the connection) and every request's body is read whole before the
+    # reply, so the next request starts where this one ended.
+    protocol_version = "HTTP/1.1"
     server_version = "openlambda-python/1"
+
+    def handle_one_request(self):
+        # This thread serves its connection's calls one after another: no
+        # capture is left over from the one before.
+        _call.output = None
+        super().handle_one_request()
 
     def address_string(self):
         return "manager"
@@ -373,25 +384,27 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self):
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length > 0 else b""
 
     def do_GET(self):
+        self._body()
         if self.path == "/health":
             self._send(200, {"ok": True, "loaded": loaded.get("handler"), "protocol": PROTOCOL})
         else:
             self._send(404, _error("NotFound", self.path))
 
     def do_POST(self):
+        raw = self._body()
         if self.path == "/load":
-            self._load()
+            self._load(raw)
         elif self.path == "/invoke":
-            self._invoke()
+            self._invoke(raw)
         else:
             self._send(404, _error("NotFound", self.path))
 
-    def _load(self):
+    def _load(self, raw):
         global handler_fn, style, loaded
-        spec = json.loads(self._body() or b"{}")
+        spec = json.loads(raw or b"{}")
         started = time.monotonic()
         if spec.get("protocol") != PROTOCOL:
             self._send(400, _error("ProtocolMismatch", "the manager speaks protocol %r, this runtime %d; "
@@ -427,11 +440,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"loaded": loaded["handler"], "style": style,
                          "ms": (time.monotonic() - started) * 1000})
 
-    def _invoke(self):
+    def _invoke(self, raw):
         if handler_fn is None:
             self._send(409, _error("NotLoaded", "no handler loaded"))
             return
-        raw = self._body()
         meta_length = self.headers.get("X-Ol-Meta-Length")
         start_capture()
         try:

@@ -23,7 +23,12 @@ pub struct Check {
     pub passed: bool,
 }
 
-fn at_most(scenario: &'static str, figure: &'static str, value: f64, bound: f64) -> Check {
+pub(super) fn at_most(
+    scenario: &'static str,
+    figure: &'static str,
+    value: f64,
+    bound: f64,
+) -> Check {
     Check {
         scenario,
         figure,
@@ -34,7 +39,12 @@ fn at_most(scenario: &'static str, figure: &'static str, value: f64, bound: f64)
     }
 }
 
-fn at_least(scenario: &'static str, figure: &'static str, value: f64, bound: f64) -> Check {
+pub(super) fn at_least(
+    scenario: &'static str,
+    figure: &'static str,
+    value: f64,
+    bound: f64,
+) -> Check {
     Check {
         scenario,
         figure,
@@ -52,6 +62,9 @@ pub fn checks(report: &Report, quick: bool) -> Vec<Check> {
     if let Some(w) = &report.warm {
         let bound = if quick { 6.0 } else { 1.5 };
         out.push(at_most("warm", "p50 manager / direct", w.p50_ratio, bound));
+    }
+    if let Some(w) = &report.warm_concurrency {
+        out.extend(w.checks(quick));
     }
     if let Some(c) = &report.cold {
         if !quick {

@@ -2,6 +2,8 @@
 //!
 //! - warm: a trivial call through the manager against the same call sent
 //!   straight to the same container's socket;
+//! - warm-concurrency: the same with 1, 8 and 32 callers at once: p50 and
+//!   calls per second, each way;
 //! - cold: first calls of never-called functions with the prewarmed pool,
 //!   against the same with prewarming off, against `docker run`;
 //! - burst: the paper's experiment, N outstanding calls of a 200 ms handler
@@ -22,6 +24,7 @@ mod deploys;
 mod harness;
 mod scenarios;
 mod soak;
+mod warm_concurrency;
 
 use std::time::Duration;
 
@@ -32,15 +35,16 @@ use serde::Serialize;
 /// Options of `ol bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchOptions {
-    /// Scenarios to run, comma-separated: warm, cold, burst, writer, soak,
-    /// async, deploys.
+    /// Scenarios to run, comma-separated: warm, warm-concurrency, cold,
+    /// burst, writer, soak, async, deploys.
     #[arg(
         long,
-        default_value = "warm,cold,burst,writer,soak,async,deploys",
+        default_value = "warm,warm-concurrency,cold,burst,writer,soak,async,deploys",
         value_delimiter = ','
     )]
     pub only: Vec<String>,
-    /// Calls per path in the warm scenario.
+    /// Calls per path in the warm scenario (and per level and path in
+    /// warm-concurrency).
     #[arg(long, default_value_t = 2000)]
     pub warm_calls: usize,
     /// Never-called functions per variant in the cold scenario.
@@ -144,6 +148,8 @@ pub struct Report {
     pub writer: Option<scenarios::Writer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<soak::Soak>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_concurrency: Option<warm_concurrency::WarmConcurrency>,
     #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
     pub async_path: Option<async_path::AsyncPath>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,6 +171,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
     for scenario in &options.only {
         match scenario.as_str() {
             "warm" => report.warm = Some(scenarios::warm(&env, &options).await?),
+            "warm-concurrency" => {
+                report.warm_concurrency =
+                    Some(warm_concurrency::warm_concurrency(&env, &options).await?)
+            }
             "cold" => report.cold = Some(scenarios::cold(&env, &options).await?),
             "burst" => report.burst = Some(scenarios::burst(&env, &options).await?),
             "writer" => report.writer = Some(scenarios::writer(&env, &options).await?),
@@ -173,8 +183,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
             "deploys" => report.deploys = Some(deploys::deploys(&env, &options).await?),
             other => {
                 anyhow::bail!(
-                    "unknown scenario {other:?}; use warm, cold, burst, writer, soak, async or \
-                     deploys"
+                    "unknown scenario {other:?}; use warm, warm-concurrency, cold, burst, \
+                     writer, soak, async or deploys"
                 )
             }
         }
@@ -230,6 +240,9 @@ fn print_table(report: &Report) {
             "p50 ratio manager / direct (target <= 1.5)".into(),
             f(w.p50_ratio),
         ));
+    }
+    if let Some(w) = &report.warm_concurrency {
+        rows.extend(w.rows());
     }
     if let Some(c) = &report.cold {
         rows.push((

@@ -24,7 +24,7 @@ pub struct Warm {
 }
 
 /// A trivial call through the manager, against the same call straight to
-/// the same container's socket, interleaved.
+/// the same container's socket on a kept connection, interleaved.
 pub async fn warm(env: &Env, options: &BenchOptions) -> anyhow::Result<Warm> {
     progress("warm: starting a manager");
     let m = env
@@ -45,6 +45,8 @@ pub async fn warm(env: &Env, options: &BenchOptions) -> anyhow::Result<Warm> {
     let socket = sandbox::layout::socket(&m.data_dir.join("sandboxes").join(&container.sandbox));
     let url = m.url("/run/warm");
     let (mut via_manager, mut direct) = (Vec::new(), Vec::new());
+    // Kept between calls, as the manager keeps its own.
+    let direct_conns = sandbox::Connections::default();
     progress(format!("warm: {} calls each way", options.warm_calls));
     for _ in 0..options.warm_calls {
         let (status, took) = call(&m.client, &url, Bytes::from_static(b"1")).await?;
@@ -54,6 +56,7 @@ pub async fn warm(env: &Env, options: &BenchOptions) -> anyhow::Result<Warm> {
         via_manager.push(took);
         let started = Instant::now();
         let reply = sandbox::request(
+            &direct_conns,
             &socket,
             "POST",
             "/invoke",

@@ -24,8 +24,16 @@ impl Sandboxes {
         loop {
             if socket.exists() {
                 let limit = self.settings.max_response_bytes;
-                if let Ok(reply) =
-                    request(&socket, "GET", "/health", None, Bytes::new(), limit).await
+                if let Ok(reply) = request(
+                    &sandbox.conns,
+                    &socket,
+                    "GET",
+                    "/health",
+                    None,
+                    Bytes::new(),
+                    limit,
+                )
+                .await
                 {
                     if reply.status == 200 {
                         // The server has made its socket: from now on the

@@ -67,6 +67,7 @@ impl Sandboxes {
             kind: Kind::of(runtime, function),
             memory_mb,
             memory_peak: MemoryPeak::default(),
+            conns: Default::default(),
         };
         let mut created = self.create_container(&mut sandbox, runtime, function).await;
         if created.as_ref().is_err_and(super::engine::network_missing)
@@ -225,7 +226,15 @@ impl Sandboxes {
         let max = self.settings.max_response_bytes;
         let reply = tokio::time::timeout(
             limit,
-            request(&sandbox.socket(), "POST", "/load", None, spec.into(), max),
+            request(
+                &sandbox.conns,
+                &sandbox.socket(),
+                "POST",
+                "/load",
+                None,
+                spec.into(),
+                max,
+            ),
         )
         .await
         .map_err(|_| anyhow!("loading the handler took longer than {limit:?}"))?;
@@ -275,7 +284,15 @@ impl Sandboxes {
         let socket = sandbox.socket();
         let (body, meta_length) = payload.framed()?;
         let max = self.settings.max_response_bytes;
-        let exchange = request(&socket, "POST", "/invoke", meta_length, body, max);
+        let exchange = request(
+            &sandbox.conns,
+            &socket,
+            "POST",
+            "/invoke",
+            meta_length,
+            body,
+            max,
+        );
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(Failure::Timeout(timeout)),
             Ok(Ok(reply)) => Ok(reply),

@@ -173,6 +173,8 @@ pub async fn specialise(
         kind: Kind::of(function.runtime, Some(function)),
         memory_mb: function.memory_mb,
         memory_peak: generic.memory_peak.clone(),
+        // The same runtime server: its kept connections come along.
+        conns: generic.conns.take(),
     };
     let result = async {
         if paused {

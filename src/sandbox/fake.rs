@@ -151,6 +151,7 @@ impl Engine for FakeEngine {
                 kind: Kind::of(runtime, function),
                 memory_mb,
                 memory_peak: Default::default(),
+                conns: Default::default(),
                 id,
             })
         })

@@ -9,6 +9,7 @@
 //!   isolation defaults, load, pause, unpause, update, remove, leftovers.
 //! - [`protocol`]: the runtime protocol's typed messages and the exchange;
 //!   the contract itself is `images/PROTOCOL.md`.
+//! - [`conns`]: the connections kept open to each sandbox's runtime server.
 //! - `events`: the Docker event stream (containers that died or were
 //!   removed) and the list of live containers the pool rebuilds from.
 //! - `diagnose`: why a runtime did not answer (OOM, exit, gone).
@@ -19,6 +20,7 @@
 //! No port is published and no container IP is needed.
 
 pub mod cgroup;
+pub mod conns;
 mod diagnose;
 pub mod docker;
 pub mod engine;
@@ -36,6 +38,7 @@ use crate::manifest::Runtime;
 use std::time::Duration;
 
 pub use cgroup::MemoryPeak;
+pub use conns::Connections;
 pub use docker::Sandboxes;
 pub use engine::Engine;
 pub use protocol::{error_parts, request, Payload, Reply, RequestMeta};
@@ -51,6 +54,8 @@ pub struct Sandbox {
     pub kind: Kind,
     pub memory_mb: i32,
     pub memory_peak: MemoryPeak,
+    /// Connections to its runtime server, kept between calls.
+    pub conns: Connections,
 }
 
 /// What a container is for.

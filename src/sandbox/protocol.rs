@@ -9,9 +9,10 @@ use std::path::Path;
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
 use serde::Serialize;
-use tokio::net::UnixStream;
+
+use super::conns::Connections;
 
 /// The protocol version this manager speaks. Sent in every load spec; a
 /// runtime server answers a different one with `ProtocolMismatch` and echoes
@@ -166,16 +167,16 @@ fn is_transport_header(name: &str) -> bool {
         )
 }
 
-/// One HTTP/1.1 exchange over a Unix socket. One connection per request:
-/// the runtime servers answer with `Connection: close` semantics (HTTP/1.0
-/// in Python), and a fresh connection never carries a stale reply. Servers
-/// handle requests concurrently (a thread or an event loop per request).
+/// One HTTP/1.1 exchange with the runtime server on `socket`, on one of
+/// its kept connections ([`Connections`]) or a new one; the connection is
+/// kept again only when the exchange ended well, its reply read whole.
 ///
 /// The reply is untrusted (the handler runs in the same process as the
 /// runtime server): at most `limit` bytes of result and
 /// [`OUTPUT_ALLOWANCE`] of output are ever read ([`TooLarge`] past that),
 /// and framing that is missing, repeated or out of range is refused.
 pub async fn request(
+    conns: &Connections,
     socket: &Path,
     method: &str,
     path: &str,
@@ -183,13 +184,6 @@ pub async fn request(
     body: Bytes,
     limit: usize,
 ) -> anyhow::Result<Reply> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -198,7 +192,14 @@ pub async fn request(
     if let Some(n) = meta_length {
         request = request.header(HEADER_META_LENGTH, n);
     }
-    let response = sender.send_request(request.body(Full::new(body))?).await?;
+    let (conn, response) = conns.send(socket, request.body(Full::new(body))?).await?;
+    let reply = read_reply(response, limit).await?;
+    conns.put_back(conn);
+    Ok(reply)
+}
+
+/// Reads and checks the runtime's reply, within the limits.
+async fn read_reply(response: hyper::Response<Incoming>, limit: usize) -> anyhow::Result<Reply> {
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     let framing = Framing::read(&parts.headers)?;
@@ -313,6 +314,10 @@ impl Framing {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -360,70 +365,282 @@ mod tests {
         assert!(reply(None).check_protocol().is_err());
     }
 
-    /// Serves one connection on a fresh socket: reads the request head and
-    /// answers with `head`, then `chunks` chunks of 64 KiB (chunked
-    /// encoding) until the client hangs up. Returns the socket and how many
-    /// chunks were written.
-    async fn serve_once(
-        head: &'static str,
-        chunks: usize,
-    ) -> (
-        tempfile::TempDir,
-        std::path::PathBuf,
-        tokio::task::JoinHandle<usize>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        let task = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let _ = stream.read(&mut buf).await;
-            if stream.write_all(head.as_bytes()).await.is_err() {
-                return 0;
-            }
-            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
-            let mut sent = 0;
-            while sent < chunks && stream.write_all(chunk.as_bytes()).await.is_ok() {
-                sent += 1;
-            }
-            let _ = stream.write_all(b"0\r\n\r\n").await;
-            sent
-        });
-        (dir, path, task)
+    /// A good reply, on a connection the server keeps open.
+    const OK: &str =
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Ol-Result-Length: 2\r\nX-Ol-Protocol: 1\r\n\r\nok";
+    /// A streamed reply's head: 64 KiB chunks follow.
+    const STREAMED: &str =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Ol-Protocol: 1\r\n\r\n";
+
+    /// What the fake server does on one connection.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// Answers every request with [`OK`] until the client hangs up.
+        Keep,
+        /// Answers one request with [`OK`], then closes the connection.
+        Once,
+        /// Answers one request with [`OK`], then closes the connection
+        /// when the test says ([`FakeServer::close_idle`]).
+        CloseWhenTold,
+        /// Reads a request and never answers.
+        Silent,
+        /// Answers one request with `head` and that many 64 KiB chunks
+        /// (chunked encoding), then goes on as [`Script::Keep`].
+        Chunks(&'static str, usize),
     }
 
-    /// One exchange with a server answering `head` and `chunks` chunks,
-    /// the manager accepting 1 MiB; also how many chunks the server wrote.
-    async fn exchange(head: &'static str, chunks: usize) -> (anyhow::Result<Reply>, usize) {
-        let (_dir, socket, server) = serve_once(head, chunks).await;
-        let reply = request(&socket, "POST", "/invoke", None, Bytes::new(), 1 << 20).await;
-        (reply, server.await.unwrap())
+    /// A fake runtime server on a fresh socket: connection `i` (from 0)
+    /// follows `scripts[i]`, or the last one. Counts the connections it
+    /// accepted and the chunks it wrote.
+    struct FakeServer {
+        _dir: tempfile::TempDir,
+        socket: std::path::PathBuf,
+        accepted: Arc<AtomicUsize>,
+        chunks_sent: Arc<AtomicUsize>,
+        close: Arc<tokio::sync::Notify>,
+        closed: Arc<tokio::sync::Notify>,
+    }
+
+    impl FakeServer {
+        fn start(scripts: &'static [Script]) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("s.sock");
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+            let (accepted, chunks_sent): (Arc<AtomicUsize>, Arc<AtomicUsize>) = Default::default();
+            let (close, closed): (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) =
+                Default::default();
+            let (count, sent) = (Arc::clone(&accepted), Arc::clone(&chunks_sent));
+            let told = (Arc::clone(&close), Arc::clone(&closed));
+            tokio::spawn(async move {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let i = count.fetch_add(1, Ordering::SeqCst);
+                    let script = scripts[i.min(scripts.len() - 1)];
+                    tokio::spawn(serve(stream, script, Arc::clone(&sent), told.clone()));
+                }
+            });
+            Self {
+                _dir: dir,
+                socket,
+                accepted,
+                chunks_sent,
+                close,
+                closed,
+            }
+        }
+
+        /// Has a [`Script::CloseWhenTold`] connection closed; returns once
+        /// it is.
+        async fn close_idle(&self) {
+            self.close.notify_one();
+            self.closed.notified().await;
+        }
+
+        fn accepted(&self) -> usize {
+            self.accepted.load(Ordering::SeqCst)
+        }
+    }
+
+    type Told = (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>);
+
+    async fn serve(
+        mut stream: tokio::net::UnixStream,
+        mut script: Script,
+        sent: Arc<AtomicUsize>,
+        (close, closed): Told,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        while read_request(&mut stream).await {
+            match script {
+                Script::Keep | Script::Once | Script::CloseWhenTold => {
+                    if stream.write_all(OK.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if let Script::Once = script {
+                        return;
+                    }
+                    if let Script::CloseWhenTold = script {
+                        close.notified().await;
+                        drop(stream);
+                        closed.notify_one();
+                        return;
+                    }
+                }
+                Script::Silent => {
+                    // Until the client hangs up.
+                    read_request(&mut stream).await;
+                    return;
+                }
+                Script::Chunks(head, chunks) => {
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                    for _ in 0..chunks {
+                        if stream.write_all(chunk.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if head.contains("chunked") && stream.write_all(b"0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                    script = Script::Keep;
+                }
+            }
+        }
+    }
+
+    /// Reads one request (head, and a body of its Content-Length); false
+    /// when the client hung up.
+    async fn read_request(stream: &mut tokio::net::UnixStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if buf.len() >= end + 4 + length {
+                    return true;
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// One `/invoke` exchange on `conns`, the manager accepting 1 MiB.
+    async fn invoke(conns: &Connections, server: &FakeServer) -> anyhow::Result<Reply> {
+        let body = Bytes::from_static(b"{\"event\": 1}");
+        request(
+            conns,
+            &server.socket,
+            "POST",
+            "/invoke",
+            None,
+            body,
+            1 << 20,
+        )
+        .await
     }
 
     #[tokio::test]
-    async fn a_streamed_reply_is_cut_at_the_limit() {
-        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Ol-Protocol: 1\r\n\r\n";
+    async fn calls_one_after_another_share_one_connection() {
+        let server = FakeServer::start(&[Script::Keep]);
+        let conns = Connections::default();
+        for _ in 0..3 {
+            assert_eq!(&invoke(&conns, &server).await.unwrap().body[..], b"ok");
+        }
+        assert_eq!(server.accepted(), 1);
+        assert_eq!(conns.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closes_after_its_reply_is_not_reused() {
+        let server = FakeServer::start(&[Script::Once]);
+        let conns = Connections::default();
+        for round in 1..=3 {
+            let reply = invoke(&conns, &server).await;
+            assert_eq!(&reply.unwrap().body[..], b"ok", "call {round}");
+        }
+        assert_eq!(server.accepted(), 3, "a fresh connection for each call");
+    }
+
+    /// Closed while idle, after the client saw its reply end: the kernel
+    /// knows at once, hyper only once its connection task has run again
+    /// (on the manager's runtime, often after the next request was
+    /// written: a failed call without the check).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_the_server_closed_while_idle_does_not_fail_the_next_call() {
+        let server = FakeServer::start(&[Script::CloseWhenTold]);
+        let conns = Connections::default();
+        for round in 1..=100 {
+            let reply = invoke(&conns, &server).await;
+            assert_eq!(&reply.unwrap().body[..], b"ok", "call {round}");
+            server.close_idle().await;
+        }
+        assert_eq!(server.accepted(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_reply_cut_at_the_limit_is_not_read_further_nor_reused() {
         // 100 MiB offered, 1 MiB accepted.
-        let (reply, sent) = exchange(head, 1600).await;
-        let e = reply.unwrap_err();
+        let server = FakeServer::start(&[Script::Chunks(STREAMED, 1600), Script::Keep]);
+        let conns = Connections::default();
+        let e = invoke(&conns, &server).await.unwrap_err();
         assert!(e.is::<TooLarge>(), "{e:#}");
+        assert_eq!(conns.idle_count(), 0, "the cut connection is dropped");
+        assert_eq!(&invoke(&conns, &server).await.unwrap().body[..], b"ok");
+        assert_eq!(server.accepted(), 2, "the next call had a new connection");
+        let sent = server.chunks_sent.load(Ordering::SeqCst);
         assert!(sent < 1600, "the manager read all {sent} chunks");
-        // A reply within the limit is read whole.
-        let (reply, _) = exchange(head, 2).await;
-        assert_eq!(reply.unwrap().body.len(), 2 * 0x10000);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_exchange_timed_out_is_not_reused() {
+        let server = FakeServer::start(&[Script::Silent, Script::Keep]);
+        let conns = Connections::default();
+        let waited = tokio::time::timeout(Duration::from_millis(50), invoke(&conns, &server)).await;
+        assert!(waited.is_err(), "the silent server answered");
+        assert_eq!(&invoke(&conns, &server).await.unwrap().body[..], b"ok");
+        assert_eq!(server.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_reply_within_the_limit_is_read_whole_and_kept() {
+        let server = FakeServer::start(&[Script::Chunks(STREAMED, 2)]);
+        let conns = Connections::default();
+        assert_eq!(invoke(&conns, &server).await.unwrap().body.len(), 0x20000);
+        assert_eq!(&invoke(&conns, &server).await.unwrap().body[..], b"ok");
+        assert_eq!(server.accepted(), 1);
     }
 
     #[tokio::test]
     async fn a_declared_length_past_the_limit_is_refused_unread() {
-        for head in [
-            "HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Ol-Result-Length: 104857600\r\n\r\n",
-        ] {
-            let e = exchange(head, 0).await.0.unwrap_err();
-            assert!(e.is::<TooLarge>(), "{head:?}: {e:#}");
+        static HEADS: [[Script; 2]; 2] = [
+            [
+                Script::Chunks("HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n", 0),
+                Script::Keep,
+            ],
+            [
+                Script::Chunks(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Ol-Result-Length: 104857600\r\n\r\n",
+                    0,
+                ),
+                Script::Keep,
+            ],
+        ];
+        for scripts in &HEADS {
+            let server = FakeServer::start(scripts);
+            let conns = Connections::default();
+            let e = invoke(&conns, &server).await.unwrap_err();
+            assert!(e.is::<TooLarge>(), "{e:#}");
+            assert_eq!(conns.idle_count(), 0, "its unread body stays with it");
+            assert_eq!(&invoke(&conns, &server).await.unwrap().body[..], b"ok");
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_says_nothing_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = request(
+            &Connections::default(),
+            &dir.path().join("none.sock"),
+            "POST",
+            "/invoke",
+            None,
+            Bytes::new(),
+            1 << 20,
+        )
+        .await
+        .unwrap_err();
+        assert!(super::super::engine::never_reached(&e), "{e:#}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The container each function runs in: reuse, hardening, pause, keep-alive,
 //! clean-up on stop and after a crash. Checked through the Docker API.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bollard::query_parameters::InspectContainerOptions;
@@ -8,7 +9,7 @@ use bollard::query_parameters::InspectContainerOptions;
 use openlambda::testing::ThrowawayDatabase;
 
 use crate::helpers::{
-    admin_url, eventually, labelled_containers, spawn_app, spawn_app_with, zip_of, ECHO,
+    admin_url, eventually, json, labelled_containers, spawn_app, spawn_app_with, zip_of, ECHO,
 };
 use crate::process::{entries, ServeEnv};
 
@@ -248,4 +249,115 @@ async fn start_after_a_crash_removes_what_was_left() {
     assert_eq!(run("5").await.unwrap().text().await.unwrap(), "5");
     manager.stop().await;
     database.drop_now().await.unwrap();
+}
+
+/// Sleeps `event["sleep"]` seconds, prints `seen {n}` and answers the
+/// runtime server's open connections (the inodes of its sockets but the
+/// listening one) and the thread serving the call.
+const CONNECTIONS_PY: &str = r#"
+import os, threading, time
+def link(fd):
+    try:
+        return os.readlink("/proc/self/fd/" + fd)
+    except OSError:  # the listing's own descriptor, closed by now
+        return ""
+def f(event):
+    time.sleep(event["sleep"])
+    print("seen", event["n"])
+    with open("/proc/net/unix") as fh:
+        listening = {r[6] for r in (line.split() for line in fh) if r[3] == "00010000"}
+    inodes = {l[8:-1] for l in map(link, os.listdir("/proc/self/fd")) if l.startswith("socket:[")}
+    return {"conns": sorted(inodes - listening), "thread": threading.current_thread().name}
+"#;
+
+const CONNECTIONS_JS: &str = r#"
+const fs = require('fs');
+exports.handler = async (event) => {
+  await new Promise((done) => setTimeout(done, event.sleep * 1000));
+  console.log('seen', event.n);
+  const listening = fs.readFileSync('/proc/net/unix', 'utf8').split('\n')
+    .map((line) => line.trim().split(/\s+/)).filter((r) => r[3] === '00010000').map((r) => r[6]);
+  const conns = fs.readdirSync('/proc/self/fd')
+    .map((fd) => { try { return fs.readlinkSync('/proc/self/fd/' + fd); } catch (_) { return ''; } })
+    .filter((l) => l.startsWith('socket:[')).map((l) => l.slice(8, -1))
+    .filter((inode) => !listening.includes(inode));
+  return { conns, thread: 'main' };
+};
+"#;
+
+/// What the runtime server saw across calls of `name`, which serves 4
+/// calls at once: 3 rounds of 4 calls at once, then 4 calls one after
+/// another. Returns every connection inode any call saw, and for each
+/// call (in the order sent) the thread that served it.
+async fn connections_seen(app: &crate::helpers::TestApp, name: &str) -> (HashSet<String>, usize) {
+    let mut inodes = HashSet::new();
+    let mut n = 0;
+    let mut call = |sleep: f64| {
+        n += 1;
+        let event = serde_json::json!({"sleep": sleep, "n": n}).to_string();
+        async move {
+            let (status, body) = json(app.run(name, &event).await).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    // The first call makes the container (and its first connection).
+    let mut seen = vec![call(0.0).await];
+    for _ in 0..3 {
+        let round: Vec<_> = (0..4).map(|_| call(0.5)).collect();
+        let answers = futures_util::future::join_all(round).await;
+        let threads: HashSet<_> = answers.iter().map(|a| a["thread"].clone()).collect();
+        if name.ends_with("py") {
+            assert_eq!(threads.len(), 4, "a thread per call at once: {answers:?}");
+        }
+        seen.extend(answers);
+    }
+    for _ in 0..4 {
+        seen.push(call(0.0).await);
+    }
+    for answer in &seen {
+        for inode in answer["conns"].as_array().unwrap() {
+            inodes.insert(inode.as_str().unwrap().to_string());
+        }
+    }
+    let threads: HashSet<_> = seen.iter().map(|a| a["thread"].clone()).collect();
+    (inodes, threads.len())
+}
+
+/// The manager keeps its connections to a runtime server and reuses them:
+/// 17 calls, 4 at a time at most, reach the server on 4 connections (one
+/// per call would be 17), a Python thread per connection; each call's
+/// output is still its own, though one thread serves many calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_calls_reuse_their_connections_to_the_runtime() {
+    let app = spawn_app().await;
+    let manifest = "concurrency: 4\n";
+    app.deploy_ok("keptpy", &[("f.py", CONNECTIONS_PY), ("ol.yaml", manifest)])
+        .await;
+    app.deploy_ok(
+        "keptjs",
+        &[("index.js", CONNECTIONS_JS), ("ol.yaml", manifest)],
+    )
+    .await;
+    for name in ["keptpy", "keptjs"] {
+        let (inodes, threads) = connections_seen(&app, name).await;
+        assert_eq!(inodes.len(), 4, "{name}: connections {inodes:?}");
+        if name == "keptpy" {
+            assert_eq!(threads, 4, "a thread per connection");
+        }
+        assert_eq!(app.containers(name).await.len(), 1, "{name}: one container");
+        app.flush().await;
+        let (_, logs) = json(app.get(&format!("/api/v1/functions/{name}/logs")).await).await;
+        let mut outputs: Vec<String> = logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["logs"].as_str().unwrap_or_default().trim().to_string())
+            .collect();
+        outputs.sort();
+        let mut expected: Vec<String> = (1..=17).map(|n| format!("seen {n}")).collect();
+        expected.sort();
+        assert_eq!(outputs, expected, "{name}: each call's output is its own");
+    }
+    app.stop().await;
 }

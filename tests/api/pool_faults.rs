@@ -349,13 +349,40 @@ async fn a_stop_lets_calls_finish_until_its_deadline_then_ends_them() {
     );
 }
 
+/// Echoes the event, and has the runtime server close the call's
+/// connection after the reply, as a server that stopped would: the manager
+/// keeps no connection to it. (The handler runs in the server's process;
+/// the server's request handler is up its stack.)
+const ECHO_THEN_HANG_UP: &str = r#"
+import sys
+def f(event):
+    frame = sys._getframe()
+    while not hasattr(frame.f_locals.get("self"), "close_connection"):
+        frame = frame.f_back
+    frame.f_locals["self"].close_connection = True
+    return event
+"#;
+
+/// Sockets open in `container`'s processes: the runtime server's listening
+/// one and its connections.
+fn sockets_in(container: &str) -> usize {
+    let count = "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c socket:";
+    let out = docker(&["exec", container, "sh", "-c", count]);
+    out.trim().parse().unwrap_or_else(|_| panic!("{out:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_cannot_reach_its_container_runs_on_a_fresh_one_unbilled() {
-    let app = spawn_app_with(|_| {}).await;
-    app.deploy_ok("cut", &[("f.py", ECHO)]).await;
+    // Running, not paused, while the test looks inside it.
+    let app = spawn_app_with(|s| s.pool.pause_grace = Duration::from_secs(600)).await;
+    app.deploy_ok("cut", &[("f.py", ECHO_THEN_HANG_UP)]).await;
     assert_eq!(app.run("cut", "\"first\"").await.status(), 200);
     let first = app.pool.containers("cut");
     assert_eq!(first.len(), 1);
+    let hung_up = eventually(Duration::from_secs(10), || async {
+        sockets_in(&first[0].container_id) == 1
+    });
+    assert!(hung_up.await, "the server still holds a connection");
     // Its runtime's socket goes (the function itself cannot touch it: the
     // socket's folder is read-only to it), so nothing reaches the server.
     let socket = app
@@ -366,7 +393,8 @@ async fn a_call_that_cannot_reach_its_container_runs_on_a_fresh_one_unbilled() {
         .join("sock/ol.sock");
     std::fs::remove_file(&socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
     // The idle container is alive (no event), so the pool hands it out;
-    // the connection fails before anything is sent.
+    // no connection is kept to it, and a new one fails before anything is
+    // sent.
     let response = app.run("cut", "\"again\"").await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let now = app.pool.containers("cut");

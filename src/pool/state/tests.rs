@@ -17,6 +17,7 @@ fn sandbox(id: &str, f: &FunctionSpec) -> Sandbox {
         kind: crate::sandbox::Kind::of(f.runtime, Some(f)),
         memory_mb: f.memory_mb,
         memory_peak: Default::default(),
+        conns: Default::default(),
     }
 }
 

@@ -1,0 +1,339 @@
+//! The `warm-concurrency` scenario of `ol bench`: warm calls of a trivial
+//! Python handler by 1, 8 and 32 callers at once, through the manager
+//! against the same runtime server called straight on its socket with kept
+//! connections, as the manager keeps its own.
+//!
+//! The function serves 32 calls at once in one container
+//! (`concurrency: 32`, `max_concurrency: 1`), so every caller is served
+//! warm by the same server both ways, and both send the same request (the
+//! request description and body `/run` sends). At each level the two ways
+//! take turns in slices, so that the machine's noise falls on both.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::check::{at_least, at_most, Check};
+use super::harness::{call, progress, Env, HttpClient, Manager};
+use super::{BenchOptions, Stats};
+use crate::sandbox::{self, Connections, Payload, RequestMeta};
+
+const ECHO: &str = "def f(event):\n    return event\n";
+/// Callers at once, per level.
+const LEVELS: [usize; 3] = [1, 8, 32];
+/// Turns each way takes per level.
+const SLICES: usize = 4;
+
+/// Targets of issue 14 (full runs; quick runs check looser bounds).
+const P50_RATIO_TARGET: f64 = 1.3;
+const THROUGHPUT_RATIO_TARGET: f64 = 0.8;
+
+#[derive(Debug, Serialize)]
+pub struct WarmConcurrency {
+    pub levels: Vec<Level>,
+}
+
+/// One level of callers at once.
+#[derive(Debug, Serialize)]
+pub struct Level {
+    pub callers: usize,
+    pub manager: Stats,
+    pub direct: Stats,
+    /// Calls per second, each way.
+    pub manager_per_s: f64,
+    pub direct_per_s: f64,
+    /// Manager p50 / direct p50 (lower is better).
+    pub p50_ratio: f64,
+    /// Manager calls/s / direct calls/s (higher is better).
+    pub throughput_ratio: f64,
+}
+
+/// One way of calling, and the time its calls took in all.
+#[derive(Default)]
+struct Side {
+    samples: Vec<Duration>,
+    busy: Duration,
+}
+
+impl Side {
+    fn per_s(&self) -> f64 {
+        self.samples.len() as f64 / self.busy.as_secs_f64()
+    }
+}
+
+pub async fn warm_concurrency(
+    env: &Env,
+    options: &BenchOptions,
+) -> anyhow::Result<WarmConcurrency> {
+    progress("warm-concurrency: starting a manager");
+    let m = env
+        .manager("warmconc", |s| {
+            s.pool.prewarm = 0;
+            s.pool.pause_grace = Duration::from_secs(600);
+        })
+        .await?;
+    let top = LEVELS[LEVELS.len() - 1];
+    m.deploy(
+        "wc",
+        ECHO,
+        &format!("concurrency: {top}\nmax_concurrency: 1\n"),
+    )
+    .await?;
+    m.run("wc", "1").await?;
+    let socket = socket_of(&m, "wc")?;
+    let direct = Arc::new(Direct::new(socket));
+    let url = m.url("/run/wc");
+    let mut levels = Vec::new();
+    for callers in LEVELS {
+        // At least a few calls per caller per slice.
+        let per_slice = (options.warm_calls / SLICES).max(callers * 4);
+        progress(format!(
+            "warm-concurrency: {callers} callers, {} calls each way",
+            per_slice * SLICES
+        ));
+        let (mut via_manager, mut straight) = (Side::default(), Side::default());
+        for _ in 0..SLICES {
+            let client = m.client.clone();
+            let url = url.clone();
+            let calls = run_slice(callers, per_slice, move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move { through_manager(&client, &url).await }
+            });
+            extend(&mut via_manager, calls.await?);
+            let direct = direct.clone();
+            let calls = run_slice(callers, per_slice, move || {
+                let direct = direct.clone();
+                async move { direct.call().await }
+            });
+            extend(&mut straight, calls.await?);
+        }
+        levels.push(Level::of(callers, &via_manager, &straight));
+    }
+    if m.state.pool.containers("wc").len() != 1 {
+        bail!("the calls were not all served by one container");
+    }
+    m.stop().await?;
+    Ok(WarmConcurrency { levels })
+}
+
+/// The runtime socket of `function`'s one container.
+fn socket_of(m: &Manager, function: &str) -> anyhow::Result<std::path::PathBuf> {
+    let container = m
+        .state
+        .pool
+        .containers(function)
+        .pop()
+        .context("no container after a call")?;
+    Ok(sandbox::layout::socket(
+        &m.data_dir.join("sandboxes").join(&container.sandbox),
+    ))
+}
+
+async fn through_manager(client: &HttpClient, url: &str) -> anyhow::Result<Duration> {
+    let (status, took) = call(client, url, Bytes::from_static(b"1")).await?;
+    if status != 200 {
+        bail!("a call through the manager answered {status}");
+    }
+    Ok(took)
+}
+
+/// The runtime server, called on its socket as the manager calls it.
+struct Direct {
+    socket: std::path::PathBuf,
+    conns: Connections,
+    /// `/run`'s request description for a `POST` of `1` to the function.
+    meta: RequestMeta,
+}
+
+impl Direct {
+    fn new(socket: std::path::PathBuf) -> Self {
+        let meta = RequestMeta {
+            method: "POST".into(),
+            path: "/".into(),
+            script_name: "/run/wc".into(),
+            run: true,
+            query: String::new(),
+            headers: vec![("content-length".into(), "1".into())],
+            source_ip: "127.0.0.1".into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            timeout_ms: 30_000,
+        };
+        Self {
+            socket,
+            conns: Connections::default(),
+            meta,
+        }
+    }
+
+    async fn call(&self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let payload = Payload::Http {
+            meta: self.meta.clone(),
+            body: Bytes::from_static(b"1"),
+        };
+        let (body, meta_length) = payload.framed()?;
+        let reply = sandbox::request(
+            &self.conns,
+            &self.socket,
+            "POST",
+            "/invoke",
+            meta_length,
+            body,
+            1 << 20,
+        )
+        .await?;
+        if reply.status != 200 {
+            bail!("a direct call answered {}", reply.status);
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// `calls` calls made by `callers` tasks at once; their latencies and the
+/// wall time they took.
+async fn run_slice<F, Fut>(
+    callers: usize,
+    calls: usize,
+    one: F,
+) -> anyhow::Result<(Vec<Duration>, Duration)>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>> + Send,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let one = one.clone();
+            // The calls shared out, the first callers taking one more.
+            let mine = calls / callers + usize::from(i < calls % callers);
+            tokio::spawn(async move {
+                let mut took = Vec::with_capacity(mine);
+                for _ in 0..mine {
+                    took.push(one().await?);
+                }
+                anyhow::Ok(took)
+            })
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(calls);
+    for task in tasks {
+        samples.extend(task.await??);
+    }
+    Ok((samples, started.elapsed()))
+}
+
+fn extend(side: &mut Side, (samples, took): (Vec<Duration>, Duration)) {
+    side.samples.extend(samples);
+    side.busy += took;
+}
+
+impl Level {
+    fn of(callers: usize, manager: &Side, direct: &Side) -> Self {
+        let (m, d) = (Stats::of(&manager.samples), Stats::of(&direct.samples));
+        Self {
+            callers,
+            p50_ratio: m.p50_ms / d.p50_ms,
+            throughput_ratio: manager.per_s() / direct.per_s(),
+            manager_per_s: manager.per_s(),
+            direct_per_s: direct.per_s(),
+            manager: m,
+            direct: d,
+        }
+    }
+}
+
+impl WarmConcurrency {
+    /// The table's rows: (scenario, measure, figure).
+    pub fn rows(&self) -> Vec<(String, String, String)> {
+        let scenario = || "warm-concurrency".to_string();
+        let mut rows = Vec::new();
+        for l in &self.levels {
+            rows.push((
+                scenario(),
+                format!("{:>2} callers: p50 / p99 manager, direct (ms)", l.callers),
+                format!(
+                    "{:.2} / {:.2}, {:.2} / {:.2}",
+                    l.manager.p50_ms, l.manager.p99_ms, l.direct.p50_ms, l.direct.p99_ms
+                ),
+            ));
+            rows.push((
+                scenario(),
+                format!("{:>2} callers: calls/s manager, direct", l.callers),
+                format!("{:.0}, {:.0}", l.manager_per_s, l.direct_per_s),
+            ));
+            rows.push((
+                scenario(),
+                format!(
+                    "{:>2} callers: p50 ratio (<= {P50_RATIO_TARGET}), calls/s ratio (>= {THROUGHPUT_RATIO_TARGET})",
+                    l.callers
+                ),
+                format!("{:.2}, {:.2}", l.p50_ratio, l.throughput_ratio),
+            ));
+        }
+        rows
+    }
+
+    /// The issue's targets: p50 through the manager against direct with
+    /// one caller, and throughput with the most callers. Quick runs (a
+    /// debug build) check bounds several times looser.
+    pub fn checks(&self, quick: bool) -> Vec<Check> {
+        let (Some(one), Some(most)) = (self.levels.first(), self.levels.last()) else {
+            return Vec::new();
+        };
+        let (p50, throughput) = if quick {
+            (6.0, 0.2)
+        } else {
+            (P50_RATIO_TARGET, THROUGHPUT_RATIO_TARGET)
+        };
+        vec![
+            at_most(
+                "warm-concurrency",
+                "p50 manager / direct, 1 caller",
+                one.p50_ratio,
+                p50,
+            ),
+            at_least(
+                "warm-concurrency",
+                "calls/s manager / direct, most callers",
+                most.throughput_ratio,
+                throughput,
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(callers: usize, p50_ratio: f64, throughput_ratio: f64) -> Level {
+        Level {
+            callers,
+            manager: Stats::default(),
+            direct: Stats::default(),
+            manager_per_s: 0.0,
+            direct_per_s: 0.0,
+            p50_ratio,
+            throughput_ratio,
+        }
+    }
+
+    #[test]
+    fn latency_is_checked_at_one_caller_and_throughput_at_the_most() {
+        let report = |one, most| WarmConcurrency {
+            levels: vec![level(1, one, 1.0), level(8, 9.0, 0.1), level(32, 9.0, most)],
+        };
+        let passed = |r: &WarmConcurrency, quick| {
+            r.checks(quick).iter().map(|c| c.passed).collect::<Vec<_>>()
+        };
+        assert_eq!(passed(&report(1.2, 0.9), false), [true, true]);
+        assert_eq!(passed(&report(1.4, 0.7), false), [false, false]);
+        assert_eq!(passed(&report(1.4, 0.7), true), [true, true]);
+        assert!(WarmConcurrency { levels: Vec::new() }
+            .checks(false)
+            .is_empty());
+    }
+}
