@@ -63,7 +63,7 @@ impl Cluster {
     /// `POST /run/{name}` through HAProxy.
     async fn run(&self, name: &str, event: &str) -> reqwest::Response {
         self.http
-            .post(self.lb.url(&format!("/run/{name}")))
+            .post(self.lb.fn_url(&format!("/run/{name}")))
             .body(event.to_string())
             .send()
             .await
@@ -138,10 +138,19 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
         assert!(cache.is_dir(), "node {i} installed the pinned package");
     }
 
-    // Through HAProxy: one steady function stays on one node.
+    // Through HAProxy: one steady function stays on one node, which
+    // HAProxy names in the answer.
     let before = cluster.lb.function_servers().await;
+    let mut named = std::collections::HashSet::new();
     for _ in 0..10 {
-        let (status, body) = json(cluster.run("pinned", "{}").await).await;
+        let response = cluster.run("pinned", "{}").await;
+        named.insert(
+            response.headers()["x-ol-node"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        let (status, body) = json(response).await;
         assert_eq!(status, 200, "{body}");
     }
     let after = cluster.lb.function_servers().await;
@@ -151,6 +160,35 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
         .collect();
     assert_eq!(served.iter().sum::<u64>(), 10, "{served:?}");
     assert!(served.contains(&10), "every call on one node: {served:?}");
+    let home = named.iter().next().unwrap();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(
+        after[home].total - before[home].total,
+        10,
+        "{home} served them"
+    );
+    // Function calls and management are two origins through HAProxy too.
+    let on_management = http
+        .post(cluster.lb.url("/run/pinned"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        on_management.status(),
+        200,
+        "no function call on the management port"
+    );
+    let api_on_functions = http
+        .get(cluster.lb.fn_url("/api/v1/functions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api_on_functions.status(),
+        404,
+        "no API on the function port"
+    );
 
     // Every node reports the same bill, from the same Postgres.
     for node in &cluster.nodes {
@@ -275,14 +313,24 @@ async fn a_full_node_makes_haproxy_try_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_node_fails_its_health_check_while_it_still_serves() {
     let (mut settings, scratch) = test_settings().await;
-    settings.cluster.drain = Duration::from_secs(3);
+    // Long enough for the check below and one call on a busy machine.
+    settings.cluster.drain = Duration::from_secs(5);
     let node = start(settings, scratch).await;
     node.deploy_ok("echo", &[("f.py", ECHO)]).await;
     assert_eq!(node.get("/healthz").await.status(), 200);
     let base = node.url("");
     let fn_base = node.fn_url("");
-    let stopping = tokio::spawn(node.stop());
     let http = crate::helpers::client_with_key(Some(crate::helpers::ADMIN_TOKEN));
+    // Warm: the call while draining is the node's ordinary work, not a
+    // container start that could outlast the drain.
+    let warm = http
+        .post(format!("{fn_base}/run/echo"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+    let stopping = tokio::spawn(node.stop());
     let draining = eventually(Duration::from_secs(2), || async {
         http.get(format!("{base}/healthz"))
             .send()
@@ -369,7 +417,7 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
             .unwrap();
         assert!(r.status().is_success(), "deploy {name}: {}", r.status());
         let r = http
-            .post(lb.url(&format!("/run/{name}")))
+            .post(lb.fn_url(&format!("/run/{name}")))
             .body("1")
             .send()
             .await
@@ -395,7 +443,7 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
                     let name = &names[i % names.len()];
                     i += 1;
                     let status = match http
-                        .post(lb.url(&format!("/run/{name}")))
+                        .post(lb.fn_url(&format!("/run/{name}")))
                         .body("1")
                         .timeout(Duration::from_secs(30))
                         .send()
