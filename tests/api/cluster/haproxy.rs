@@ -42,9 +42,9 @@ pub struct ServerStats {
 
 impl Haproxy {
     /// Starts HAProxy in front of exactly three nodes (the shipped file
-    /// names three) with `hash-balance-factor` = `balance_factor`, and
-    /// waits until it routes to a node.
-    pub async fn start(nodes: &[NodeAddrs], balance_factor: u32) -> Self {
+    /// names three) with `hash-balance-factor` = `balance_factor` (None:
+    /// the file's own), and waits until it routes to a node.
+    pub async fn start(nodes: &[NodeAddrs], balance_factor: Option<u32>) -> Self {
         assert_eq!(nodes.len(), 3, "haproxy/haproxy.cfg lists three nodes");
         let haproxy = which_haproxy();
         let (port, fn_port, stats_port) = (free_port(), free_port(), free_port());
@@ -54,8 +54,10 @@ impl Haproxy {
             .args(["-db", "-f", config])
             .env("OL_HAPROXY_BIND", format!("127.0.0.1:{port}"))
             .env("OL_HAPROXY_FUNCTIONS_BIND", format!("127.0.0.1:{fn_port}"))
-            .env("OL_HAPROXY_STATS", format!("127.0.0.1:{stats_port}"))
-            .env("OL_HASH_BALANCE_FACTOR", balance_factor.to_string());
+            .env("OL_HAPROXY_STATS", format!("127.0.0.1:{stats_port}"));
+        if let Some(factor) = balance_factor {
+            command.env("OL_HASH_BALANCE_FACTOR", factor.to_string());
+        }
         for (i, node) in nodes.iter().enumerate() {
             command
                 .env(format!("OL_NODE{}_API", i + 1), node.api.to_string())

@@ -5,6 +5,7 @@
 mod haproxy;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ fn addrs(node: &TestApp) -> NodeAddrs {
 }
 
 impl Cluster {
-    async fn start(balance_factor: u32, change: impl Fn(&mut Settings)) -> Self {
+    async fn start(balance_factor: Option<u32>, change: impl Fn(&mut Settings)) -> Self {
         let (first, scratch) = test_settings().await;
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
@@ -104,7 +105,7 @@ const SIX: &str = "import six\ndef f(event):\n    return {'six': six.__version__
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all() {
-    let cluster = Cluster::start(125, |_| {}).await;
+    let cluster = Cluster::start(None, |_| {}).await;
     let http = &cluster.http;
     let deployed = cluster.nodes[0]
         .deploy_ok(
@@ -231,7 +232,7 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
 async fn a_full_node_makes_haproxy_try_another() {
     // Pure consistent hashing (no bounded load), so only "node full"
     // moves a call.
-    let cluster = Cluster::start(0, |s| s.cluster.spill_queue = 1).await;
+    let cluster = Cluster::start(Some(0), |s| s.cluster.spill_queue = 1).await;
     let slow = "import time\ndef f(event):\n    time.sleep(event['s'])\n    return 'ok'\n";
     cluster.nodes[0]
         .deploy_ok(
@@ -403,7 +404,7 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
             }
         })
         .collect();
-    let lb = Arc::new(Haproxy::start(&node_addrs, 125).await);
+    let lb = Arc::new(Haproxy::start(&node_addrs, None).await);
     let http = crate::helpers::client_with_key(Some(crate::helpers::ADMIN_TOKEN));
     let names: Vec<String> = (0..6).map(|i| format!("steady{i}")).collect();
     for name in &names {
@@ -431,14 +432,18 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
         .unwrap();
 
     let started = Instant::now();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Calls sent so far, by all workers.
+    let begun = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let (lb, names, http, stop) = (lb.clone(), names.clone(), http.clone(), stop.clone());
+            let (lb, names, http) = (lb.clone(), names.clone(), http.clone());
+            let (stop, begun) = (stop.clone(), begun.clone());
             tokio::spawn(async move {
                 let mut sent = Vec::new();
                 let mut i = w;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
+                    begun.fetch_add(1, Ordering::Relaxed);
                     let at = started.elapsed();
                     let name = &names[i % names.len()];
                     i += 1;
@@ -471,9 +476,15 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
         "HAProxy saw {name} go"
     );
     let window = started.elapsed();
-    // The load goes on for a while on the two nodes left.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The load goes on on the two nodes left, for 28 calls sent after the
+    // window (the killed node's functions start containers there first,
+    // which takes long on a busy machine).
+    let at_window = begun.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(60), || async {
+        begun.load(Ordering::Relaxed) >= at_window + 28
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
 
     let mut sent = Vec::new();
     for w in workers {
