@@ -93,9 +93,15 @@ class Management:
         return request(method, self.url + path, body, headers)
 
     def deploy(self, name):
+        """Deploys `name` unless it is there: a deploy retires the
+        function's containers on the node that takes it, even for the same
+        code, and each run of this script would start cold."""
+        if self.call("GET", f"/api/v1/functions/{name}")[0] == 200:
+            return
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
-            z.writestr("f.py", HANDLER)
+            # A fixed date: the same code is the same zip, the same version.
+            z.writestr(zipfile.ZipInfo("f.py", date_time=(2020, 1, 1, 0, 0, 0)), HANDLER)
         status, body = self.call("PUT", f"/api/v1/functions/{name}", buf.getvalue(),
                                  {"content-type": "application/zip"})
         if status not in (200, 201):
@@ -307,6 +313,7 @@ class Profile:
         self.before = self.cpu()
         self.writes = self.pg_writes()
         self.machine = machine_busy()
+        self.engine = engine_cpu()
         self.mine = os.times()
         self.events = subprocess.Popen(
             ["docker", "events", "--filter", "type=container", "--format",
@@ -353,6 +360,7 @@ class Profile:
         writes = self.pg_writes()
         after = self.cpu()
         busy = machine_busy() - self.machine
+        engine = engine_cpu() - self.engine
         mine = sum(os.times()[:2]) - sum(self.mine[:2])
         self.events.terminate()
         actions = Counter()
@@ -363,10 +371,10 @@ class Profile:
         parts = Counter()
         for (part, cid), seconds in after.items():
             parts[part] += seconds - self.before.get((part, cid), 0.0)
-        ours = sum(parts.values()) + mine
+        ours = sum(parts.values()) + engine + mine
         shown = ", ".join(f"{part} {s:.1f}" for part, s in sorted(parts.items()))
-        lines = [f"cpu seconds: {shown}, this load generator {mine:.1f}; whole machine busy "
-                 f"{busy:.1f} (of which outside the cluster {max(0.0, busy - ours):.1f})",
+        lines = [f"cpu seconds: {shown}, docker engine {engine:.1f} (for everyone), this load generator "
+                 f"{mine:.1f}; whole machine busy {busy:.1f}, of which other work {max(0.0, busy - ours):.1f}",
                  f"docker actions on function containers {dict(sorted(actions.items()))}"]
         if self.writes and writes:
             commits, rows, wal = (b - a for a, b in zip(self.writes, writes))
@@ -393,6 +401,22 @@ def container_cpu(cid):
             if line.startswith(key + " "):
                 return int(line.split()[1]) / scale
     return 0.0
+
+
+def engine_cpu():
+    """CPU seconds the Docker engine's processes (dockerd, containerd and
+    its shims, with the runc runs they waited for) used so far."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if name in ("dockerd", "containerd", "containerd-shim"):
+            total += sum(int(v) for v in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy():

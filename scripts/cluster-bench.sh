@@ -3,10 +3,12 @@
 # (docker-compose.cluster.yml, offline override, a binary built on the host)
 # under a project of its own, runs scripts/cluster-bench.py against its
 # HAProxy: locality and balance with 3 nodes, then throughput with 1 node and
-# with 3 (the same HAProxy, load and warm-up; node2 and node3 stopped for
-# 1), alternated BENCH_ROUNDS times so that each pair shares the machine's
-# load of the moment, each phase profiled (records, CPU per part, Docker
-# actions, Postgres writes). Removes all it made, even when it fails.
+# with 3 (the same HAProxy, load and warm-up; for 1, node2 and node3 are
+# paused: they use no CPU, HAProxy takes them out, and they come back with
+# their warm containers), alternated BENCH_ROUNDS times so that each pair
+# shares the machine's load of the moment, each phase profiled (records, CPU
+# per part, Docker actions, Postgres writes). Removes all it made, even when
+# it fails. Its build's output goes to $OL_DATA_DIR.log while it runs.
 #   OL_BINARY=target/debug/ol scripts/cluster-bench.sh
 #   BENCH_SECONDS=20 BENCH_WARMUP=30 BENCH_ROUNDS=3 OL_HASH_BALANCE_FACTOR=125 scripts/cluster-bench.sh
 # Bounded: about (2 + 2 x BENCH_ROUNDS) x (BENCH_WARMUP + BENCH_SECONDS)
@@ -45,6 +47,7 @@ export OL_HASH_BALANCE_FACTOR="$factor"
 compose() { "${compose_cmd[@]}" -f docker-compose.cluster.yml -f docker-compose.cluster.offline.yml "$@"; }
 
 cleanup() {
+    compose unpause >/dev/null 2>&1 || true
     compose down -v --remove-orphans >/dev/null 2>&1 || true
     # What a node that did not stop cleanly left, by its instance label.
     for node in node1 node2 node3; do
@@ -52,7 +55,7 @@ cleanup() {
         [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
     done
     docker rmi "$OL_MANAGER_IMAGE" >/dev/null 2>&1 || true
-    rm -rf "$OL_DATA_DIR"
+    rm -rf "$OL_DATA_DIR" "${OL_DATA_DIR}.log"
 }
 trap cleanup EXIT
 
@@ -73,17 +76,17 @@ bench() {
         --instance "$OL_INSTANCE" --project "$COMPOSE_PROJECT_NAME" "$@"
 }
 
-compose up -d --build >/dev/null
+compose up -d --build >"${OL_DATA_DIR}.log" 2>&1 || { cat "${OL_DATA_DIR}.log" >&2; exit 1; }
 wait_nodes 3
 echo "== ${OL_BINARY}, hash-balance-factor ${factor}, ${seconds} s per phase after ${warmup} s warm-up"
 echo "== 3 nodes: locality, balance (load average $(cut -d' ' -f1 /proc/loadavg))"
 bench --phases locality,balance
 for round in $(seq "$rounds"); do
-    echo "== round ${round}: 1 node (node2 and node3 stopped), then 3 nodes"
-    compose stop node2 node3 >/dev/null 2>&1
+    echo "== round ${round}: 1 node (node2 and node3 paused), then 3 nodes"
+    compose pause node2 node3 >/dev/null 2>&1
     wait_nodes 1
     bench --phases throughput
-    compose start node2 node3 >/dev/null 2>&1
+    compose unpause node2 node3 >/dev/null 2>&1
     wait_nodes 3
     bench --phases throughput
 done
