@@ -11,8 +11,7 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::{eventually, free_port};
 
-/// One node as HAProxy sees it: its management and function listeners
-/// (the same address until the manager listens twice).
+/// One node as HAProxy sees it: its management and function listeners.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeAddrs {
     pub api: SocketAddr,
@@ -21,7 +20,10 @@ pub struct NodeAddrs {
 
 pub struct Haproxy {
     child: Child,
+    /// The management frontend (the API, on every node).
     pub port: u16,
+    /// The function frontend (`/fn`, `/run`), another origin.
+    pub fn_port: u16,
     stats_port: u16,
     http: reqwest::Client,
 }
@@ -40,19 +42,22 @@ pub struct ServerStats {
 
 impl Haproxy {
     /// Starts HAProxy in front of exactly three nodes (the shipped file
-    /// names three) with `hash-balance-factor` = `balance_factor`, and
-    /// waits until it routes to a node.
-    pub async fn start(nodes: &[NodeAddrs], balance_factor: u32) -> Self {
+    /// names three) with `hash-balance-factor` = `balance_factor` (None:
+    /// the file's own), and waits until it routes to a node.
+    pub async fn start(nodes: &[NodeAddrs], balance_factor: Option<u32>) -> Self {
         assert_eq!(nodes.len(), 3, "haproxy/haproxy.cfg lists three nodes");
         let haproxy = which_haproxy();
-        let (port, stats_port) = (free_port(), free_port());
+        let (port, fn_port, stats_port) = (free_port(), free_port(), free_port());
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/haproxy/haproxy.cfg");
         let mut command = Command::new(haproxy);
         command
             .args(["-db", "-f", config])
             .env("OL_HAPROXY_BIND", format!("127.0.0.1:{port}"))
-            .env("OL_HAPROXY_STATS", format!("127.0.0.1:{stats_port}"))
-            .env("OL_HASH_BALANCE_FACTOR", balance_factor.to_string());
+            .env("OL_HAPROXY_FUNCTIONS_BIND", format!("127.0.0.1:{fn_port}"))
+            .env("OL_HAPROXY_STATS", format!("127.0.0.1:{stats_port}"));
+        if let Some(factor) = balance_factor {
+            command.env("OL_HASH_BALANCE_FACTOR", factor.to_string());
+        }
         for (i, node) in nodes.iter().enumerate() {
             command
                 .env(format!("OL_NODE{}_API", i + 1), node.api.to_string())
@@ -78,6 +83,7 @@ impl Haproxy {
         let lb = Self {
             child,
             port,
+            fn_port,
             stats_port,
             http: crate::helpers::client_with_key(Some(crate::helpers::ADMIN_TOKEN)),
         };
@@ -97,8 +103,14 @@ impl Haproxy {
         lb
     }
 
+    /// `path` on the management frontend.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `path` on the function frontend.
+    pub fn fn_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.fn_port)
     }
 
     /// The statistics of every server and backend, from `/stats;csv`.

@@ -5,6 +5,7 @@
 mod haproxy;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ fn addrs(node: &TestApp) -> NodeAddrs {
 }
 
 impl Cluster {
-    async fn start(balance_factor: u32, change: impl Fn(&mut Settings)) -> Self {
+    async fn start(balance_factor: Option<u32>, change: impl Fn(&mut Settings)) -> Self {
         let (first, scratch) = test_settings().await;
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
@@ -63,7 +64,7 @@ impl Cluster {
     /// `POST /run/{name}` through HAProxy.
     async fn run(&self, name: &str, event: &str) -> reqwest::Response {
         self.http
-            .post(self.lb.url(&format!("/run/{name}")))
+            .post(self.lb.fn_url(&format!("/run/{name}")))
             .body(event.to_string())
             .send()
             .await
@@ -104,7 +105,7 @@ const SIX: &str = "import six\ndef f(event):\n    return {'six': six.__version__
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all() {
-    let cluster = Cluster::start(125, |_| {}).await;
+    let cluster = Cluster::start(None, |_| {}).await;
     let http = &cluster.http;
     let deployed = cluster.nodes[0]
         .deploy_ok(
@@ -138,10 +139,19 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
         assert!(cache.is_dir(), "node {i} installed the pinned package");
     }
 
-    // Through HAProxy: one steady function stays on one node.
+    // Through HAProxy: one steady function stays on one node, which
+    // HAProxy names in the answer.
     let before = cluster.lb.function_servers().await;
+    let mut named = std::collections::HashSet::new();
     for _ in 0..10 {
-        let (status, body) = json(cluster.run("pinned", "{}").await).await;
+        let response = cluster.run("pinned", "{}").await;
+        named.insert(
+            response.headers()["x-ol-node"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        let (status, body) = json(response).await;
         assert_eq!(status, 200, "{body}");
     }
     let after = cluster.lb.function_servers().await;
@@ -151,6 +161,35 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
         .collect();
     assert_eq!(served.iter().sum::<u64>(), 10, "{served:?}");
     assert!(served.contains(&10), "every call on one node: {served:?}");
+    let home = named.iter().next().unwrap();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(
+        after[home].total - before[home].total,
+        10,
+        "{home} served them"
+    );
+    // Function calls and management are two origins through HAProxy too.
+    let on_management = http
+        .post(cluster.lb.url("/run/pinned"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        on_management.status(),
+        200,
+        "no function call on the management port"
+    );
+    let api_on_functions = http
+        .get(cluster.lb.fn_url("/api/v1/functions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api_on_functions.status(),
+        404,
+        "no API on the function port"
+    );
 
     // Every node reports the same bill, from the same Postgres.
     for node in &cluster.nodes {
@@ -193,7 +232,7 @@ async fn a_deploy_through_one_node_serves_on_every_node_and_a_delete_reaches_all
 async fn a_full_node_makes_haproxy_try_another() {
     // Pure consistent hashing (no bounded load), so only "node full"
     // moves a call.
-    let cluster = Cluster::start(0, |s| s.cluster.spill_queue = 1).await;
+    let cluster = Cluster::start(Some(0), |s| s.cluster.spill_queue = 1).await;
     let slow = "import time\ndef f(event):\n    time.sleep(event['s'])\n    return 'ok'\n";
     cluster.nodes[0]
         .deploy_ok(
@@ -275,14 +314,24 @@ async fn a_full_node_makes_haproxy_try_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_node_fails_its_health_check_while_it_still_serves() {
     let (mut settings, scratch) = test_settings().await;
-    settings.cluster.drain = Duration::from_secs(3);
+    // Long enough for the check below and one call on a busy machine.
+    settings.cluster.drain = Duration::from_secs(5);
     let node = start(settings, scratch).await;
     node.deploy_ok("echo", &[("f.py", ECHO)]).await;
     assert_eq!(node.get("/healthz").await.status(), 200);
     let base = node.url("");
     let fn_base = node.fn_url("");
-    let stopping = tokio::spawn(node.stop());
     let http = crate::helpers::client_with_key(Some(crate::helpers::ADMIN_TOKEN));
+    // Warm: the call while draining is the node's ordinary work, not a
+    // container start that could outlast the drain.
+    let warm = http
+        .post(format!("{fn_base}/run/echo"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+    let stopping = tokio::spawn(node.stop());
     let draining = eventually(Duration::from_secs(2), || async {
         http.get(format!("{base}/healthz"))
             .send()
@@ -355,7 +404,7 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
             }
         })
         .collect();
-    let lb = Arc::new(Haproxy::start(&node_addrs, 125).await);
+    let lb = Arc::new(Haproxy::start(&node_addrs, None).await);
     let http = crate::helpers::client_with_key(Some(crate::helpers::ADMIN_TOKEN));
     let names: Vec<String> = (0..6).map(|i| format!("steady{i}")).collect();
     for name in &names {
@@ -369,7 +418,7 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
             .unwrap();
         assert!(r.status().is_success(), "deploy {name}: {}", r.status());
         let r = http
-            .post(lb.url(&format!("/run/{name}")))
+            .post(lb.fn_url(&format!("/run/{name}")))
             .body("1")
             .send()
             .await
@@ -383,19 +432,23 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
         .unwrap();
 
     let started = Instant::now();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Calls sent so far, by all workers.
+    let begun = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let (lb, names, http, stop) = (lb.clone(), names.clone(), http.clone(), stop.clone());
+            let (lb, names, http) = (lb.clone(), names.clone(), http.clone());
+            let (stop, begun) = (stop.clone(), begun.clone());
             tokio::spawn(async move {
                 let mut sent = Vec::new();
                 let mut i = w;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
+                    begun.fetch_add(1, Ordering::Relaxed);
                     let at = started.elapsed();
                     let name = &names[i % names.len()];
                     i += 1;
                     let status = match http
-                        .post(lb.url(&format!("/run/{name}")))
+                        .post(lb.fn_url(&format!("/run/{name}")))
                         .body("1")
                         .timeout(Duration::from_secs(30))
                         .send()
@@ -423,9 +476,15 @@ async fn a_killed_node_fails_no_call_after_the_health_check_window() {
         "HAProxy saw {name} go"
     );
     let window = started.elapsed();
-    // The load goes on for a while on the two nodes left.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The load goes on on the two nodes left, for 28 calls sent after the
+    // window (the killed node's functions start containers there first,
+    // which takes long on a busy machine).
+    let at_window = begun.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(60), || async {
+        begun.load(Ordering::Relaxed) >= at_window + 28
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
 
     let mut sent = Vec::new();
     for w in workers {
