@@ -92,6 +92,46 @@ struct Inner {
     refill: Notify,
 }
 
+/// How a call's container was had, as its record says (`start`): the
+/// first two are warm starts, the others cold ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    /// A running container of the function had a free slot (or one was
+    /// handed over by the call that just released it).
+    Running,
+    /// A paused container of the function, unpaused.
+    Paused,
+    /// A generic prewarmed container, specialised for the function.
+    Prewarmed,
+    /// A prewarmed container whose runtime had already imported some of
+    /// the function's packages, specialised for the function.
+    ImportCache,
+    /// A container created for the call.
+    New,
+}
+
+impl Start {
+    pub const ALL: [Start; 5] = [
+        Start::Running,
+        Start::Paused,
+        Start::Prewarmed,
+        Start::ImportCache,
+        Start::New,
+    ];
+
+    /// The record's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Running => "running",
+            Start::Paused => "paused",
+            Start::Prewarmed => "prewarmed",
+            Start::ImportCache => "import-cache",
+            Start::New => "new",
+        }
+    }
+}
+
 /// A call's use of one container slot. Dropping it hands the slot back;
 /// [`Lease::discard`] removes the container instead.
 pub struct Lease {
@@ -100,6 +140,8 @@ pub struct Lease {
     /// Time taken to make the container ready, when this call had to
     /// (a cold start: start and load, or specialise a prewarmed one).
     pub init: Option<Duration>,
+    /// How the container was had.
+    pub start: Start,
     discard: bool,
 }
 
@@ -149,6 +191,9 @@ pub(crate) enum Step {
     Specialise {
         generic: Arc<Sandbox>,
         paused: bool,
+        /// `Prewarmed`, or `ImportCache` when its runtime has imported
+        /// some of the function's packages already.
+        start: Start,
     },
     Wait {
         ticket: u64,
@@ -201,11 +246,11 @@ impl Pool {
                 }
             };
             match step {
-                Step::Use(sandbox) => return Ok(inner.lease(sandbox, None)),
+                Step::Use(sandbox) => return Ok(inner.lease(sandbox, None, Start::Running)),
                 Step::Unpause(sandbox) => match inner.engine.unpause(&sandbox).await {
                     Ok(()) => {
                         inner.state.lock().unwrap().unpaused(&sandbox);
-                        return Ok(inner.lease(sandbox, None));
+                        return Ok(inner.lease(sandbox, None, Start::Paused));
                     }
                     Err(e) => {
                         tracing::warn!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, error = %e,
@@ -213,7 +258,11 @@ impl Pool {
                         inner.discard(&sandbox);
                     }
                 },
-                Step::Specialise { generic, paused } => {
+                Step::Specialise {
+                    generic,
+                    paused,
+                    start,
+                } => {
                     inner.refill.notify_one();
                     let result =
                         engine::specialise(&*inner.engine, &generic, paused, function, code).await;
@@ -223,7 +272,7 @@ impl Pool {
                             inner.update(|state| {
                                 state.specialised(&generic, sandbox.clone(), function)
                             });
-                            return Ok(inner.lease(sandbox, Some(took)));
+                            return Ok(inner.lease(sandbox, Some(took), start));
                         }
                         Err(e) => {
                             inner.update(|state| state.forget_specialising(&generic, function));
@@ -271,7 +320,11 @@ impl Pool {
                         }
                     };
                     match granted {
-                        Some(Grant::Use { sandbox, init }) => return Ok(inner.lease(sandbox, init)),
+                        Some(Grant::Use {
+                            sandbox,
+                            init,
+                            start,
+                        }) => return Ok(inner.lease(sandbox, init, start)),
                         Some(Grant::Failed(failure)) => return Err(failure.into()),
                         Some(Grant::Retry) | None => continue,
                     }
@@ -359,11 +412,17 @@ impl Pool {
 }
 
 impl Inner {
-    fn lease(self: &Arc<Self>, sandbox: Arc<Sandbox>, init: Option<Duration>) -> Lease {
+    fn lease(
+        self: &Arc<Self>,
+        sandbox: Arc<Sandbox>,
+        init: Option<Duration>,
+        start: Start,
+    ) -> Lease {
         Lease {
             pool: self.clone(),
             sandbox,
             init,
+            start,
             discard: false,
         }
     }
@@ -486,6 +545,7 @@ impl std::fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("sandbox", &self.sandbox.id)
             .field("init", &self.init)
+            .field("start", &self.start)
             .finish()
     }
 }

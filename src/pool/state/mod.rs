@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::entry::{Entry, Phase};
-use super::{ContainerView, PoolStatus, Step};
+use super::{ContainerView, PoolStatus, Start, Step};
 use crate::config::PoolSettings;
 use crate::function::FunctionSpec;
 use crate::manifest::Runtime;
@@ -23,6 +23,7 @@ pub(crate) enum Grant {
     Use {
         sandbox: Arc<Sandbox>,
         init: Option<Duration>,
+        start: Start,
     },
     /// Something changed (a container was prewarmed or paused): look again.
     Retry,
@@ -92,12 +93,19 @@ impl FunctionState {
         self.entries.len() + self.starting + self.specialising
     }
 
-    /// Hands a slot of `sandbox` to the first queued call that still waits.
+    /// Hands a slot of `sandbox` to the first queued call that still waits:
+    /// with `init`, the start of a container made for the queue (a new
+    /// one), else a slot of a running one.
     fn grant(&mut self, sandbox: &Arc<Sandbox>, init: Option<Duration>) -> bool {
         while let Some(waiter) = self.waiters.pop_front() {
             let grant = Grant::Use {
                 sandbox: sandbox.clone(),
                 init,
+                start: if init.is_some() {
+                    Start::New
+                } else {
+                    Start::Running
+                },
             };
             if waiter.grant.send(grant).is_ok() {
                 return true;
@@ -248,6 +256,7 @@ impl State {
                 return Ok(Step::Specialise {
                     generic: warm.sandbox,
                     paused: warm.paused,
+                    start: Start::Prewarmed,
                 });
             }
         }

@@ -44,10 +44,16 @@ fn busy_container(state: &mut State, f: &Arc<FunctionSpec>, id: &str) -> Arc<San
         false,
         GRACE,
     );
-    let Ok(Grant::Use { sandbox, init }) = grant.try_recv() else {
+    let Ok(Grant::Use {
+        sandbox,
+        init,
+        start,
+    }) = grant.try_recv()
+    else {
         panic!("the new container goes to the waiting call")
     };
     assert!(init.is_some(), "a started container is a cold start");
+    assert_eq!(start, Start::New);
     sandbox
 }
 
@@ -89,10 +95,20 @@ fn released_slot_goes_to_the_first_waiter() {
     assert!(second.try_recv().is_err(), "second still waits");
 
     assert!(!state.release(&s, false, GRACE), "handed on, not idle");
-    let Ok(Grant::Use { sandbox: s2, init }) = second.try_recv() else {
+    let Ok(Grant::Use {
+        sandbox: s2,
+        init,
+        start,
+    }) = second.try_recv()
+    else {
         panic!()
     };
     assert_eq!((s2.id.as_str(), init), ("s1", None));
+    assert_eq!(
+        start,
+        Start::Running,
+        "a released container is a running one"
+    );
     assert!(state.release(&s2, false, GRACE), "idle now");
     assert_eq!(state.status().idle, 1);
 }
@@ -200,9 +216,14 @@ fn prewarmed_container_of_the_runtime_is_taken_before_starting_one() {
     state.prewarmed(Runtime::Node, Arc::new(generic("js")), true);
     assert_eq!(state.status().used_mb, 256);
     match state.choose(&f, Path::new("/c"), &settings(10)) {
-        Ok(Step::Specialise { generic, paused }) => {
+        Ok(Step::Specialise {
+            generic,
+            paused,
+            start,
+        }) => {
             assert_eq!(generic.id, "py", "a Python function takes the Python one");
             assert!(paused);
+            assert_eq!(start, Start::Prewarmed);
         }
         _ => panic!("expected the prewarmed container"),
     }
