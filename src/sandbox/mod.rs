@@ -11,6 +11,8 @@
 //!   the contract itself is `images/PROTOCOL.md`.
 //! - `events`: the Docker event stream (containers that died or were
 //!   removed) and the list of live containers the pool rebuilds from.
+//! - [`preimport`]: the import cache: a generic container's runtime
+//!   imports a set of packages before any function is loaded.
 //! - `diagnose`: why a runtime did not answer (OOM, exit, gone).
 //! - [`cgroup`]: per-call peak memory from the memory cgroup.
 //! - [`layout`]: sandbox directories on the host and code linking.
@@ -27,6 +29,7 @@ mod events;
 pub mod fake;
 pub mod layout;
 pub mod network;
+pub mod preimport;
 pub mod protocol;
 
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ use std::time::Duration;
 pub use cgroup::MemoryPeak;
 pub use docker::Sandboxes;
 pub use engine::Engine;
+pub use preimport::{ImportSet, Imported};
 pub use protocol::{error_parts, request, Payload, Reply, RequestMeta};
 
 /// A running (or paused) function container.
