@@ -451,7 +451,7 @@ impl Installer {
 }
 
 /// The cache directory of a package version, e.g. `six-1.16.0`.
-fn dir_name(name: &str, version: &str) -> String {
+pub fn dir_name(name: &str, version: &str) -> String {
     format!("{}-{version}", requirements::normalize(name))
 }
 
