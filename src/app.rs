@@ -84,6 +84,14 @@ impl Application {
         }
         let code = CodeStore::new(&settings.data_dir);
         let pool = Pool::new(Arc::new(sandboxes.clone()), settings.pool.clone());
+        if !settings.pool.import_cache.is_empty() {
+            let sets = settings.pool.import_cache.clone();
+            tokio::spawn(crate::pool::pin_configured_sets(
+                pool.clone(),
+                installer.clone(),
+                sets,
+            ));
+        }
         let (recorder, writer) = Recorder::start(db.clone(), &settings.data_dir.join("journal"))?;
         tokio::spawn(expire_logs(db.clone(), settings.log_retention_days));
         let catalog = Catalog::new(db.clone(), code.clone());

@@ -116,6 +116,7 @@ pub fn record_unknown(state: &AppState, name: &str) -> Uuid {
         logs: None,
         trigger: Origin::HTTP.trigger.into(),
         attempt: Origin::HTTP.attempt,
+        start: None,
     };
     state.recorder.record(&record);
     // One metric series for every unknown name: names a caller makes up
@@ -212,6 +213,7 @@ async fn run(
         duration,
         init,
         cold,
+        start,
         peak_mb,
     } = ran;
     let init = match (init, prepared) {
@@ -264,6 +266,7 @@ async fn run(
         },
         trigger: origin.trigger.into(),
         attempt: origin.attempt,
+        start: start.map(|s| s.as_str().to_string()),
     };
     state.metrics.observe(&record);
     state.recorder.record(&record);

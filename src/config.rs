@@ -165,6 +165,14 @@ pub struct PoolSettings {
     pub prewarm_memory_mb: i32,
     /// Calls that may wait for one function's containers; more get 429 at once.
     pub queue_length: usize,
+    /// Package sets kept imported in prewarmed Python containers besides
+    /// those the pool chooses (`OL_POOL_IMPORT_CACHE`): each a list of
+    /// pinned `(name, version)`.
+    pub import_cache: Vec<Vec<(String, String)>>,
+    /// Package sets the pool may keep imported of its own choice (those of
+    /// the functions most often started cold); 0: only the pinned ones
+    /// (`OL_POOL_IMPORT_CACHE_AUTO`).
+    pub import_cache_auto: usize,
 }
 
 /// The billing formula's parameters (`OL_BILLING_*`).
@@ -278,6 +286,9 @@ impl Settings {
                     .collect::<anyhow::Result<_>>()?,
                 prewarm_memory_mb: parse_or(&get, "OL_POOL_PREWARM_MEMORY_MB", 128)?,
                 queue_length: parse_or(&get, "OL_POOL_QUEUE_LENGTH", 1000)?,
+                import_cache: import_sets(&text("OL_POOL_IMPORT_CACHE").unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("OL_POOL_IMPORT_CACHE: {e}"))?,
+                import_cache_auto: parse_or(&get, "OL_POOL_IMPORT_CACHE_AUTO", 8)?,
             },
             billing: BillingSettings {
                 granularity_ms: positive(parse_or(
@@ -363,6 +374,39 @@ pub fn base_image(get: &impl Fn(&str) -> Option<String>) -> String {
     get("OL_BASE_IMAGE")
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| "debian:bookworm-slim".to_string())
+}
+
+/// `OL_POOL_IMPORT_CACHE`: package sets separated by `;`, the packages of
+/// a set by `,`, each pinned exactly (`flask==3.0.3;numpy==2.1.3,six==1.16.0`).
+fn import_sets(raw: &str) -> Result<Vec<Vec<(String, String)>>, String> {
+    use crate::packages::requirements::{normalize, valid_name, valid_version};
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sets = Vec::new();
+    for set in raw.split(';') {
+        let mut packages: Vec<(String, String)> = Vec::new();
+        for pin in set.split(',') {
+            let pin = pin.trim();
+            let (name, version) = pin.split_once("==").ok_or_else(|| {
+                format!("{pin:?} is not name==version (sets are separated by ';', packages by ',')")
+            })?;
+            let (name, version) = (name.trim(), version.trim());
+            if !valid_name(name) || !valid_version(version) {
+                return Err(format!("{pin:?} is not a package name and exact version"));
+            }
+            if packages
+                .iter()
+                .any(|(n, _)| normalize(n) == normalize(name))
+            {
+                return Err(format!("{name} is twice in the set {set:?}"));
+            }
+            packages.push((name.to_string(), version.to_string()));
+        }
+        sets.push(packages);
+    }
+    Ok(sets)
 }
 
 /// 80% of the host's memory (from /proc/meminfo), else 4 GiB.
@@ -479,6 +523,45 @@ mod tests {
         assert_eq!(s.functions_listen.to_string(), "127.0.0.1:8081");
         assert!(!s.insecure_no_auth);
         assert!(s.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn import_cache_sets_are_pinned_packages() {
+        assert_eq!(
+            import_sets(" ").unwrap(),
+            Vec::<Vec<(String, String)>>::new()
+        );
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        assert_eq!(
+            import_sets("flask==3.0.3;numpy==2.1.3").unwrap(),
+            [vec![pair("flask", "3.0.3")], vec![pair("numpy", "2.1.3")]]
+        );
+        assert_eq!(
+            import_sets(" six==1.16.0 , idna==3.7 ").unwrap(),
+            [vec![pair("six", "1.16.0"), pair("idna", "3.7")]]
+        );
+        for bad in [
+            "flask",
+            "flask>=3",
+            "flask==",
+            "==1.0",
+            "flask==3.0.3;",
+            "a==1,,b==2",
+            "six==1.16.0,Six==1.15.0",
+            "fl ask==1",
+            "flask==3.0.3 ; numpy=2",
+        ] {
+            assert!(import_sets(bad).is_err(), "{bad:?} was taken");
+        }
+        let err = settings(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("OL_POOL_IMPORT_CACHE", "flask>=3"),
+        ])
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("OL_POOL_IMPORT_CACHE"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -304,6 +304,7 @@ mod tests {
             logs: None,
             trigger: "http".into(),
             attempt: 1,
+            start: Some(if cold { "new" } else { "running" }.into()),
         }
     }
 

@@ -75,6 +75,7 @@ pub fn sample_invocation(function: &str) -> Invocation {
         logs: None,
         trigger: "http".into(),
         attempt: 1,
+        start: Some("running".into()),
     }
 }
 

@@ -20,6 +20,12 @@ as many connections):
                   path, query, headers, sourceIp, requestId, timeoutMs)
                   followed by the request body; the answer is the function's
                   HTTP response itself (status, headers, body).
+  POST /preimport {"protocol", "paths", "import", "env"}: the import cache,
+                at most once, before /load. Puts package directories on the
+                import path, sets the environment, and imports the top-level
+                modules of the packages in "import" (named by their
+                dist-info), so that a function needing them finds them
+                imported already. Answers the modules imported.
   GET  /health  liveness.
 
 Handler styles, chosen by what the handler is:
@@ -47,6 +53,7 @@ import importlib
 import inspect
 import io
 import json
+import keyword
 import os
 import socket
 import socketserver
@@ -73,7 +80,13 @@ TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javas
 handler_fn = None
 style = None
 loaded = {}
+preimported = None
 _call = threading.local()
+# Bounds on what /preimport reads of a package's metadata (untrusted files).
+META_LIMIT = 256 * 1024
+MODULES_LIMIT = 64
+# Top-level names that are never a package's own module.
+NOT_MODULES = ("bin", "tests", "test", "docs", "examples", "benchmarks")
 
 
 class CallOutput:
@@ -145,6 +158,78 @@ def entry_name(module, function):
 def is_text(content_type):
     content_type = (content_type or "").lower()
     return any(t in content_type for t in TEXT_TYPES)
+
+
+def read_bounded(path):
+    """A metadata file's text, at most META_LIMIT bytes; None when absent."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(META_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def is_module(path, name):
+    """Whether `name` in the package directory `path` is an importable
+    top-level module: a regular package, a .py file or an extension."""
+    stem = name.split(".", 1)[0]
+    if not stem.isidentifier() or keyword.iskeyword(stem) or stem.startswith("_") \
+            or stem in NOT_MODULES:
+        return None
+    full = os.path.join(path, name)
+    if name == stem and os.path.isfile(os.path.join(full, "__init__.py")):
+        return stem
+    if name == stem + ".py" or (name.endswith(".so") and os.path.isfile(full)):
+        return stem
+    return None
+
+
+def top_level_modules(path):
+    """The top-level modules a package installed in `path` (one cache
+    directory) provides, from its dist-info: top_level.txt, else the paths
+    in RECORD. Reads are bounded; nothing of the package runs here."""
+    try:
+        infos = sorted(e for e in os.listdir(path) if e.endswith(".dist-info"))[:4]
+    except OSError:
+        return []
+    found = []
+    for info in infos:
+        listed = read_bounded(os.path.join(path, info, "top_level.txt"))
+        if listed is not None:
+            names = [n.strip() + "/" for n in listed.split()]
+        else:
+            record = read_bounded(os.path.join(path, info, "RECORD")) or ""
+            names = [line.split(",", 1)[0] for line in record.splitlines()]
+        for entry in names:
+            first, _, rest = entry.partition("/")
+            name = first if rest or entry.endswith("/") else entry
+            module = is_module(path, name.rstrip("/")) or is_module(path, name.rstrip("/") + ".py")
+            if module and module not in found:
+                found.append(module)
+            if len(found) >= MODULES_LIMIT:
+                return found
+    return found
+
+
+def preimport(spec):
+    """The import cache: put `paths` on the import path, set `env`, import
+    the top-level modules of the packages in `import`. A module that fails
+    to import is reported and left out; the container stays usable."""
+    global preimported
+    paths = [str(p) for p in spec.get("paths") or []]
+    for path in reversed(paths):
+        sys.path.insert(0, path)
+    os.environ.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    imported, failed = [], []
+    for path in spec.get("import") or []:
+        for module in top_level_modules(str(path)):
+            try:
+                importlib.import_module(module)
+                imported.append(module)
+            except BaseException as exc:  # noqa: BLE001 - a package may raise anything
+                failed.append({"module": module, "error": "%s: %s" % (type(exc).__name__, exc)})
+    preimported = imported
+    return imported, failed
 
 
 class LambdaContext:
@@ -397,10 +482,26 @@ class Handler(BaseHTTPRequestHandler):
         raw = self._body()
         if self.path == "/load":
             self._load(raw)
+        elif self.path == "/preimport":
+            self._preimport(raw)
         elif self.path == "/invoke":
             self._invoke(raw)
         else:
             self._send(404, _error("NotFound", self.path))
+
+    def _preimport(self, raw):
+        spec = json.loads(raw or b"{}")
+        started = time.monotonic()
+        if spec.get("protocol") != PROTOCOL:
+            self._send(400, _error("ProtocolMismatch", "the manager speaks protocol %r, this runtime %d"
+                                   % (spec.get("protocol"), PROTOCOL)))
+            return
+        if handler_fn is not None or preimported is not None:
+            self._send(409, _error("AlreadyLoaded", "/preimport comes once, before /load"))
+            return
+        imported, failed = preimport(spec)
+        self._send(200, {"modules": imported, "failed": failed,
+                         "ms": (time.monotonic() - started) * 1000})
 
     def _load(self, raw):
         global handler_fn, style, loaded

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
@@ -399,6 +400,8 @@ struct RecentQuery {
     limit: Option<String>,
     /// Only calls that started before this (RFC 3339): the next page.
     before: Option<String>,
+    /// `csv` for CSV (the page's records, no paging link); JSON otherwise.
+    format: Option<String>,
 }
 
 /// `limit=N`, 1 to 1000 (default 20). Taken as text, so that a bad value
@@ -426,9 +429,19 @@ async fn recent_invocations(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<RecentQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let name = parse_name(&name)?;
     let limit = parse_limit(query.limit.as_deref())?;
+    let csv = match query.format.as_deref() {
+        None | Some("") | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_format",
+                format!("format={other:?} is not known; use format=csv, or leave it out for JSON"),
+            ))
+        }
+    };
     let before = match query.before.as_deref() {
         None | Some("") => None,
         Some(raw) => Some(
@@ -446,13 +459,14 @@ async fn recent_invocations(
         ),
     };
     let records = invocations::recent(&state.db, name.as_str(), before, limit).await?;
+    if csv {
+        return Ok(super::records::csv_response(&records));
+    }
     // A full page may have more behind it.
     let next_before = (records.len() as i64 == limit)
         .then(|| records.last().map(|r| r.started_at.to_rfc3339()))
         .flatten();
-    Ok(Json(
-        json!({ "invocations": records, "next_before": next_before }),
-    ))
+    Ok(Json(json!({ "invocations": records, "next_before": next_before })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ mod hosts;
 pub mod invoke;
 mod keys;
 mod pages;
+mod records;
 
 use axum::http::{header, HeaderMap};
 use axum::routing::get;

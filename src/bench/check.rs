@@ -98,6 +98,52 @@ pub fn checks(report: &Report, quick: bool) -> Vec<Check> {
             0.0,
         ));
     }
+    if let Some(i) = &report.imports {
+        let (at_most_bound, at_least_bound) = if quick { (3.0, 3.0) } else { (1.5, 10.0) };
+        for p in &i.packages {
+            out.push(at_most(
+                "imports",
+                "import cache / plain handler, first call p50",
+                p.cached_vs_plain,
+                at_most_bound,
+            ));
+            out.push(at_least(
+                "imports",
+                "docker run + import / import cache, p50",
+                p.docker_run_vs_cached,
+                at_least_bound,
+            ));
+        }
+    }
+    if let Some(b) = &report.burst_defaults {
+        let bound = if quick { 3.0 } else { 1.1 };
+        out.push(at_most(
+            "burst-defaults",
+            "mean after demand seen / ideal",
+            b.mean_ratio,
+            bound,
+        ));
+        out.push(at_most(
+            "burst-defaults",
+            "errors after demand seen",
+            b.after.errors as f64,
+            0.0,
+        ));
+        if !quick {
+            out.push(at_most(
+                "burst-defaults",
+                "p99 after demand seen / ideal",
+                b.p99_ratio,
+                2.0,
+            ));
+            out.push(at_most(
+                "burst-defaults",
+                "all clients served once after demand seen (s)",
+                b.after.all_served_once_s,
+                2.0,
+            ));
+        }
+    }
     if let Some(w) = &report.writer {
         if quick {
             out.push(at_least(

@@ -90,6 +90,9 @@ impl Env {
                 .find(|(key, _)| *key == k)
                 .map(|(_, v)| v.clone())
         })?;
+        // Package installs behind a TLS-intercepting proxy, or from a mirror.
+        settings.ca_bundle = crate::config::env("OL_CA_BUNDLE").map(PathBuf::from);
+        settings.pip_index_url = crate::config::env("OL_PIP_INDEX_URL");
         tune(&mut settings);
         let app = Application::build(settings).await?;
         let addr = app.local_addr();
@@ -156,7 +159,13 @@ impl Manager {
 
     /// Deploys `f.py` (and `ol.yaml`) as `name`.
     pub async fn deploy(&self, name: &str, handler: &str, manifest: &str) -> anyhow::Result<()> {
-        let zip = testing::zip_of(&[("f.py", handler), ("ol.yaml", manifest)]);
+        self.deploy_files(name, &[("f.py", handler), ("ol.yaml", manifest)])
+            .await
+    }
+
+    /// Deploys a zip of `files` (path, content) as `name`.
+    pub async fn deploy_files(&self, name: &str, files: &[(&str, &str)]) -> anyhow::Result<()> {
+        let zip = testing::zip_of(files);
         let request = hyper::Request::put(self.url(&format!("/api/v1/functions/{name}")))
             .header("content-type", "application/zip")
             .body(Full::new(Bytes::from(zip)))?;

@@ -9,6 +9,12 @@
 //! - burst: the paper's experiment, N outstanding calls of a 200 ms handler
 //!   for a while, starting with no container for the function, against a
 //!   plain local server that sleeps 200 ms per request (the ideal);
+//! - burst-defaults: the same at the default pool settings, the manager's
+//!   first burst ever and then a never-called function's, once the pool
+//!   sized itself to the demand it saw (`bursts.rs`);
+//! - imports: first calls of handlers importing Flask or numpy with and
+//!   without the import cache, beside a plain handler and `docker run`
+//!   importing the same; memory per cached set (`imports.rs`);
 //! - soak: many calls mixing warm, cold, handler errors, timeouts, OOM
 //!   kills, unknown names and redeploys: platform 5xx, lost or double
 //!   records, and the manager's memory before and after;
@@ -19,9 +25,11 @@
 //! directory and instance label) and removes it afterwards.
 
 mod async_path;
+mod bursts;
 mod check;
 mod deploys;
 mod harness;
+mod imports;
 mod scenarios;
 mod soak;
 mod warm_concurrency;
@@ -36,10 +44,10 @@ use serde::Serialize;
 #[derive(Args, Debug, Clone)]
 pub struct BenchOptions {
     /// Scenarios to run, comma-separated: warm, warm-concurrency, cold,
-    /// burst, writer, soak, async, deploys.
+    /// imports, burst, burst-defaults, writer, soak, async, deploys.
     #[arg(
         long,
-        default_value = "warm,warm-concurrency,cold,burst,writer,soak,async,deploys",
+        default_value = "warm,warm-concurrency,cold,imports,burst,burst-defaults,writer,soak,async,deploys",
         value_delimiter = ','
     )]
     pub only: Vec<String>,
@@ -143,7 +151,11 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cold: Option<scenarios::Cold>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub imports: Option<imports::Imports>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<scenarios::Burst>,
+    #[serde(rename = "burst-defaults", skip_serializing_if = "Option::is_none")]
+    pub burst_defaults: Option<bursts::BurstDefaults>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer: Option<scenarios::Writer>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,15 +188,19 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
                     Some(warm_concurrency::warm_concurrency(&env, &options).await?)
             }
             "cold" => report.cold = Some(scenarios::cold(&env, &options).await?),
+            "imports" => report.imports = Some(imports::imports(&env, &options).await?),
             "burst" => report.burst = Some(scenarios::burst(&env, &options).await?),
+            "burst-defaults" => {
+                report.burst_defaults = Some(bursts::burst_defaults(&env, &options).await?)
+            }
             "writer" => report.writer = Some(scenarios::writer(&env, &options).await?),
             "soak" => report.soak = Some(soak::soak(&env, &options).await?),
             "async" => report.async_path = Some(async_path::async_path(&env, &options).await?),
             "deploys" => report.deploys = Some(deploys::deploys(&env, &options).await?),
             other => {
                 anyhow::bail!(
-                    "unknown scenario {other:?}; use warm, warm-concurrency, cold, burst, \
-                     writer, soak, async or deploys"
+                    "unknown scenario {other:?}; use warm, warm-concurrency, cold, imports, \
+                     burst, burst-defaults, writer, soak, async or deploys"
                 )
             }
         }
@@ -266,6 +282,9 @@ fn print_table(report: &Report) {
             f(c.speedup_vs_docker_run),
         ));
     }
+    if let Some(i) = &report.imports {
+        rows.extend(imports::rows(i));
+    }
     if let Some(b) = &report.burst {
         for (who, s) in [("platform", &b.platform), ("ideal server", &b.ideal)] {
             rows.push((
@@ -293,6 +312,9 @@ fn print_table(report: &Report) {
             "mean ratio platform / ideal (target <= 1.3)".into(),
             f(b.mean_ratio),
         ));
+    }
+    if let Some(b) = &report.burst_defaults {
+        rows.extend(bursts::rows(b));
     }
     if let Some(a) = &report.async_path {
         rows.push((

@@ -248,7 +248,7 @@ pub async fn burst(env: &Env, options: &BenchOptions) -> anyhow::Result<Burst> {
 }
 
 /// `clients` tasks, each sending one call after another for `secs`.
-async fn drive(url: String, clients: usize, secs: u64) -> BurstSide {
+pub(super) async fn drive(url: String, clients: usize, secs: u64) -> BurstSide {
     let client = http_client();
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
@@ -287,7 +287,7 @@ async fn drive(url: String, clients: usize, secs: u64) -> BurstSide {
 }
 
 /// A plain HTTP server that sleeps `delay` per request, on a free port.
-async fn ideal_server(delay: Duration) -> anyhow::Result<String> {
+pub(super) async fn ideal_server(delay: Duration) -> anyhow::Result<String> {
     let app = axum::Router::new().route(
         "/",
         axum::routing::post(move || async move {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::Outcome;
 use crate::function::FunctionSpec;
-use crate::pool::{AcquireError, Pool};
+use crate::pool::{AcquireError, Pool, Start};
 use crate::sandbox::engine::{self, EngineFuture};
 use crate::sandbox::{Failure, Payload, Reply, Sandbox};
 
@@ -25,6 +25,8 @@ pub(crate) struct Ran {
     /// Time to make the container ready, when the call had to.
     pub init: Option<Duration>,
     pub cold: bool,
+    /// How the container was had; `None` when none was.
+    pub start: Option<Start>,
     /// Peak memory of the call, MB, when measured.
     pub peak_mb: Option<i32>,
 }
@@ -37,6 +39,7 @@ impl Ran {
             duration: Duration::ZERO,
             init: None,
             cold: false,
+            start: None,
             peak_mb: None,
         }
     }
@@ -60,7 +63,7 @@ pub(crate) async fn attempt(
             Ok(lease) => lease,
             Err(e) => return Ran::not_started(e),
         };
-        let (init, cold) = (lease.init, lease.cold());
+        let (init, cold, start) = (lease.init, lease.cold(), lease.start);
         let sandbox = lease.sandbox();
         sandbox.memory_peak.reset();
         let began = Instant::now();
@@ -95,6 +98,7 @@ pub(crate) async fn attempt(
             duration,
             init,
             cold,
+            start: Some(start),
             peak_mb,
         };
     }

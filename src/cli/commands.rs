@@ -218,10 +218,10 @@ pub async fn info(api: &Api, name: &str) -> anyhow::Result<()> {
                     .replace('T', " "),
                 text(&c["status"]),
                 format!("{} ms", c["duration_ms"]),
-                if c["cold"] == true {
-                    "cold".into()
-                } else {
-                    "warm".into()
+                match (c["start"].as_str(), c["cold"] == true) {
+                    (Some(start), _) => start.into(),
+                    (None, true) => "cold".into(),
+                    (None, false) => "warm".into(),
                 },
                 text(&c["request_id"]),
             ]

@@ -312,6 +312,26 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn lines_of_an_older_manager_replay_without_the_newer_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.jsonl");
+        // A line as written before records had trigger, attempt and start.
+        let old = serde_json::json!({
+            "request_id": uuid::Uuid::new_v4(), "function": "f", "version": "v",
+            "started_at": "2026-11-01T00:00:00Z", "duration_ms": 5, "billed_ms": 100,
+            "memory_mb": 128, "max_memory_used_mb": null, "init_ms": 30, "wait_ms": 0,
+            "cold": true, "status": "success", "http_status": 200, "billed": true,
+        });
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let segment = read(&path).unwrap();
+        assert_eq!(segment.skipped, 0);
+        let record = &segment.records[0];
+        assert_eq!((record.trigger.as_str(), record.attempt), ("http", 1));
+        assert_eq!(record.start, None);
+        assert!(record.cold);
+    }
+
+    #[test]
     fn a_torn_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();

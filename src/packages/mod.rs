@@ -533,7 +533,7 @@ fn hashes_of(parsed: &[Requirement], name: &str) -> Vec<String> {
 }
 
 /// The cache directory of a package version, e.g. `six-1.16.0`.
-fn dir_name(name: &str, version: &str) -> String {
+pub fn dir_name(name: &str, version: &str) -> String {
     format!("{}-{version}", requirements::normalize(name))
 }
 

@@ -1,17 +1,26 @@
 //! The container pool: hands out leases on ready containers, cheapest first.
 //!
-//! A call of a function takes, in order:
+//! A call of a function takes, in order (its record's `start`, [`Start`]):
 //! 1. a running container of the function with a free slot (most recently
-//!    used first; a container serves `concurrency` calls at once);
-//! 2. a paused one, unpaused now;
-//! 3. a prewarmed generic container of its runtime, specialised now (unpause,
-//!    memory limit, load the code): no `docker create`/`start` on the path;
+//!    used first; a container serves `concurrency` calls at once): `running`;
+//! 2. a paused one, unpaused now: `paused`;
+//! 3. a prewarmed container of its runtime, specialised now (unpause,
+//!    memory limit, load the code): no `docker create`/`start` on the path.
+//!    Of those, one whose runtime already imported the most of the
+//!    function's packages, at the very versions it pins (`import-cache`:
+//!    the import cache, `state/imports.rs`), else a plain one (`prewarmed`);
 //! 4. otherwise it joins the function's FIFO queue, and a new container is
-//!    started for it while the function is below `max_concurrency` and the
-//!    host's memory budget allows (evicting least recently used paused
-//!    containers when it is short). Whichever frees first serves it: a
-//!    container released by another call is handed straight to the head of
-//!    the queue. A call still queued at its deadline is throttled.
+//!    started for it (`new`) while the function is below `max_concurrency`
+//!    and the host's memory budget allows (evicting least recently used
+//!    paused containers when it is short), a few at a time. Whichever frees
+//!    first serves it: a container released by another call is handed
+//!    straight to the head of the queue (`running`). A call still queued at
+//!    its deadline is throttled.
+//!
+//! How many prewarmed containers of each kind are kept follows the demand
+//! the pool observes (`prewarm.rs`, `state/prewarm.rs`, `state/demand.rs`):
+//! a burst of calls needing containers is remembered, decaying slowly, and
+//! the prewarmed pool is sized to it within the memory budget.
 //!
 //! When its last call ends a container goes idle; after the pause grace it is
 //! paused, after the keep-alive removed. A failed pause is a normal outcome:
@@ -28,12 +37,16 @@
 
 mod entry;
 mod follow;
+mod imports;
+mod lease;
 mod prewarm;
 mod state;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_prewarm;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -47,6 +60,8 @@ use crate::config::PoolSettings;
 use crate::function::FunctionSpec;
 use crate::manifest::Runtime;
 use crate::sandbox::{engine, Engine, Failure, Sandbox};
+pub use imports::{pin_configured_sets, CachedSet};
+pub use lease::{Lease, Start};
 use state::{Grant, Leave, State};
 
 /// Why no container could be had for a call.
@@ -92,33 +107,6 @@ struct Inner {
     refill: Notify,
 }
 
-/// A call's use of one container slot. Dropping it hands the slot back;
-/// [`Lease::discard`] removes the container instead.
-pub struct Lease {
-    pool: Arc<Inner>,
-    sandbox: Arc<Sandbox>,
-    /// Time taken to make the container ready, when this call had to
-    /// (a cold start: start and load, or specialise a prewarmed one).
-    pub init: Option<Duration>,
-    discard: bool,
-}
-
-impl Lease {
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
-    }
-
-    pub fn cold(&self) -> bool {
-        self.init.is_some()
-    }
-
-    /// Ends the lease by removing the container (after a timeout or crash:
-    /// whatever it was doing must not go on, and the next call gets a fresh one).
-    pub fn discard(mut self) {
-        self.discard = true;
-    }
-}
-
 /// Containers by phase, for metrics, the dashboard and tests.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct PoolStatus {
@@ -149,6 +137,9 @@ pub(crate) enum Step {
     Specialise {
         generic: Arc<Sandbox>,
         paused: bool,
+        /// `Prewarmed`, or `ImportCache` when its runtime has imported
+        /// some of the function's packages already.
+        start: Start,
     },
     Wait {
         ticket: u64,
@@ -183,11 +174,22 @@ impl Pool {
         let queued = Instant::now();
         let deadline = queued + inner.settings.queue_timeout;
         let mut specialise_retried = false;
+        // A call is counted once as demand for a cold container, however
+        // often it looks again.
+        let mut first_look = true;
+        inner.know_code(function, code);
         loop {
             if inner.closed.load(Ordering::Acquire) {
                 return Err(AcquireError::ShuttingDown);
             }
-            let step = inner.update(|state| state.choose(function, code, &inner.settings));
+            let step = inner.update(|state| {
+                state.choose(
+                    function,
+                    code,
+                    &inner.settings,
+                    std::mem::take(&mut first_look),
+                )
+            });
             let step = match step {
                 Ok(step) => step,
                 Err(state::Refusal::QueueFull) => {
@@ -201,11 +203,11 @@ impl Pool {
                 }
             };
             match step {
-                Step::Use(sandbox) => return Ok(inner.lease(sandbox, None)),
+                Step::Use(sandbox) => return Ok(inner.lease(sandbox, None, Start::Running)),
                 Step::Unpause(sandbox) => match inner.engine.unpause(&sandbox).await {
                     Ok(()) => {
                         inner.state.lock().unwrap().unpaused(&sandbox);
-                        return Ok(inner.lease(sandbox, None));
+                        return Ok(inner.lease(sandbox, None, Start::Paused));
                     }
                     Err(e) => {
                         tracing::warn!(function = sandbox.function_or_dash(), sandbox = %sandbox.id, error = %e,
@@ -213,7 +215,11 @@ impl Pool {
                         inner.discard(&sandbox);
                     }
                 },
-                Step::Specialise { generic, paused } => {
+                Step::Specialise {
+                    generic,
+                    paused,
+                    start,
+                } => {
                     inner.refill.notify_one();
                     let result =
                         engine::specialise(&*inner.engine, &generic, paused, function, code).await;
@@ -223,7 +229,7 @@ impl Pool {
                             inner.update(|state| {
                                 state.specialised(&generic, sandbox.clone(), function)
                             });
-                            return Ok(inner.lease(sandbox, Some(took)));
+                            return Ok(inner.lease(sandbox, Some(took), start));
                         }
                         Err(e) => {
                             inner.update(|state| state.forget_specialising(&generic, function));
@@ -271,7 +277,11 @@ impl Pool {
                         }
                     };
                     match granted {
-                        Some(Grant::Use { sandbox, init }) => return Ok(inner.lease(sandbox, init)),
+                        Some(Grant::Use {
+                            sandbox,
+                            init,
+                            start,
+                        }) => return Ok(inner.lease(sandbox, init, start)),
                         Some(Grant::Failed(failure)) => return Err(failure.into()),
                         Some(Grant::Retry) | None => continue,
                     }
@@ -293,6 +303,12 @@ impl Pool {
 
     pub fn status(&self) -> PoolStatus {
         self.inner.state.lock().unwrap().status()
+    }
+
+    /// Plain prewarmed `runtime` containers ready now (`runtime` as in
+    /// `OL_POOL_PREWARM_RUNTIMES`; 0 for an unknown one).
+    pub fn prewarmed(&self, runtime: &str) -> usize {
+        Runtime::parse(runtime).map_or(0, |r| self.inner.state.lock().unwrap().prewarmed_count(r))
     }
 
     /// Waits until `n` prewarmed `runtime` containers are ready; `runtime`
@@ -359,15 +375,6 @@ impl Pool {
 }
 
 impl Inner {
-    fn lease(self: &Arc<Self>, sandbox: Arc<Sandbox>, init: Option<Duration>) -> Lease {
-        Lease {
-            pool: self.clone(),
-            sandbox,
-            init,
-            discard: false,
-        }
-    }
-
     fn remove_later(self: &Arc<Self>, sandbox: Arc<Sandbox>) {
         let inner = self.clone();
         inner.removing.fetch_add(1, Ordering::AcqRel);
@@ -447,16 +454,6 @@ impl Inner {
     }
 }
 
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let closed = self.pool.closed.load(Ordering::Acquire);
-        let remove = self.discard || closed;
-        let grace = self.pool.settings.pause_grace;
-        self.pool
-            .update(|state| state.release(&self.sandbox, remove, grace));
-    }
-}
-
 /// The sweeper, until the pool goes: pauses containers idle past the grace
 /// period and removes those idle past the keep-alive. (One timer for the
 /// pool, rather than one per call.)
@@ -478,14 +475,5 @@ async fn reap(pool: std::sync::Weak<Inner>) {
         for sandbox in due {
             tokio::spawn(inner.clone().pause(sandbox));
         }
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("sandbox", &self.sandbox.id)
-            .field("init", &self.init)
-            .finish()
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::testing::{function, settings};
-use super::{AcquireError, Lease, Pool};
+use super::{AcquireError, Lease, Pool, Start};
 use crate::config::PoolSettings;
 use crate::sandbox::fake::{FakeEngine, Op};
 use crate::sandbox::Failure;
@@ -63,6 +63,7 @@ async fn new_container_when_nothing_is_ready() {
     let f = function("a", 128, 1, 5);
     let lease = acquire(&pool, &f).await;
     assert!(lease.cold());
+    assert_eq!(lease.start, Start::New);
     assert_eq!(ops_on(&engine, &lease.sandbox().id), [Op::Create, Op::Load]);
 }
 
@@ -81,6 +82,7 @@ async fn idle_running_container_is_reused_before_a_prewarmed_one() {
     let again = acquire(&pool, &f).await;
     assert_eq!(again.sandbox().id, id, "the idle container serves again");
     assert!(!again.cold());
+    assert_eq!(again.start, Start::Running);
     assert_eq!(engine.log().len(), ops, "no engine work for a warm call");
     assert_eq!(pool.status().prewarmed, 1, "the prewarmed one is left");
 }
@@ -98,6 +100,7 @@ async fn paused_container_is_unpaused_before_a_prewarmed_one() {
     let lease = acquire(&pool, &f).await;
     assert_eq!(lease.sandbox().id, id);
     assert!(!lease.cold(), "an unpause is a warm start");
+    assert_eq!(lease.start, Start::Paused);
     assert_eq!(ops_on(&engine, &id).last(), Some(&Op::Unpause));
     assert_eq!(pool.status().prewarmed, 1, "the prewarmed one is left");
 }
@@ -108,6 +111,7 @@ async fn prewarmed_container_is_specialised_before_a_new_one() {
     let f = function("a", 256, 1, 5);
     let lease = acquire(&pool, &f).await;
     assert!(lease.cold(), "specialising is a cold start");
+    assert_eq!(lease.start, Start::Prewarmed);
     assert_eq!(lease.sandbox().serves(), Some(("a", "v1")));
     assert_eq!(lease.sandbox().memory_mb, 256);
     assert_eq!(
@@ -149,13 +153,18 @@ async fn failed_specialisation_is_retried_on_another_container_unless_the_code_i
             pool.wait_prewarmed("python", 1, Duration::from_secs(2))
                 .await
         );
+        // (The retry counts as demand: more may be prewarmed now.)
+        until("the prewarm filler to settle", || {
+            pool.status().prewarming == 0
+        })
+        .await;
         let status = pool.status();
         assert_eq!((status.busy, status.starting), (0, 0), "{op:?}");
         let serving = if op == Op::Load { 0 } else { 256 };
         assert_eq!(
             status.used_mb,
-            128 + serving,
-            "{op:?}: the new prewarmed one and the function's container count"
+            128 * status.prewarmed as u64 + serving,
+            "{op:?}: the prewarmed ones and the function's container count"
         );
         // The next call works.
         let lease = acquire(&pool, &f).await;

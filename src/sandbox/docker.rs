@@ -18,6 +18,7 @@ use bollard::Docker;
 use super::cgroup::MemoryPeak;
 use super::engine::{self, Engine, EngineFuture, EventStream};
 use super::layout::{self, container_name, link_tree, prepare_dir};
+use super::preimport::{ImportSet, Imported};
 use super::protocol::{self, error_parts, request, LoadSpec, Payload, Reply};
 use super::{Failure, Kind, Sandbox};
 use crate::config::Settings;
@@ -409,6 +410,14 @@ impl Engine for Sandboxes {
         code: &'a Path,
     ) -> EngineFuture<'a, Result<Duration, Failure>> {
         Box::pin(Sandboxes::load(self, sandbox, function, code))
+    }
+
+    fn preimport<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        set: &'a ImportSet,
+    ) -> EngineFuture<'a, Result<Imported, Failure>> {
+        Box::pin(Sandboxes::preimport(self, sandbox, set))
     }
 
     fn pause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>> {

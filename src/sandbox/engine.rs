@@ -13,6 +13,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use super::preimport::{ImportSet, Imported};
 use super::{Failure, Kind, Sandbox};
 use crate::function::FunctionSpec;
 use crate::manifest::Runtime;
@@ -58,6 +59,14 @@ pub trait Engine: Send + Sync + 'static {
         function: &'a FunctionSpec,
         code: &'a Path,
     ) -> EngineFuture<'a, Result<Duration, Failure>>;
+
+    /// Makes a generic container's runtime import `set` (the import
+    /// cache), before any function is loaded into it.
+    fn preimport<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        set: &'a ImportSet,
+    ) -> EngineFuture<'a, Result<Imported, Failure>>;
 
     fn pause<'a>(&'a self, sandbox: &'a Sandbox) -> EngineFuture<'a, anyhow::Result<()>>;
 

@@ -12,6 +12,8 @@
 //! - [`conns`]: the connections kept open to each sandbox's runtime server.
 //! - `events`: the Docker event stream (containers that died or were
 //!   removed) and the list of live containers the pool rebuilds from.
+//! - [`preimport`]: the import cache: a generic container's runtime
+//!   imports a set of packages before any function is loaded.
 //! - `diagnose`: why a runtime did not answer (OOM, exit, gone).
 //! - [`cgroup`]: per-call peak memory from the memory cgroup.
 //! - [`layout`]: sandbox directories on the host and code linking.
@@ -29,6 +31,7 @@ mod events;
 pub mod fake;
 pub mod layout;
 pub mod network;
+pub mod preimport;
 pub mod protocol;
 
 use std::path::PathBuf;
@@ -41,6 +44,7 @@ pub use cgroup::MemoryPeak;
 pub use conns::Connections;
 pub use docker::Sandboxes;
 pub use engine::Engine;
+pub use preimport::{ImportSet, Imported};
 pub use protocol::{error_parts, request, Payload, Reply, RequestMeta};
 
 /// A running (or paused) function container.

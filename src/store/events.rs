@@ -393,12 +393,11 @@ pub async fn redrive(db: impl PgExecutor<'_>, request_id: Uuid) -> sqlx::Result<
 
 /// The records of an event's attempts, first attempt first.
 pub async fn records(db: impl PgExecutor<'_>, request_id: Uuid) -> sqlx::Result<Vec<Invocation>> {
-    sqlx::query_as(
-        "SELECT request_id, function, version, started_at, duration_ms, billed_ms, memory_mb, \
-                max_memory_used_mb, init_ms, wait_ms, cold, status, http_status, billed, \
-                NULL::text AS logs, trigger, attempt \
-         FROM invocations WHERE request_id = $1 ORDER BY attempt",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        crate::store::invocations::record_columns!(),
+        " FROM invocations WHERE request_id = $1 ORDER BY attempt"
+    ))
     .bind(request_id)
     .fetch_all(db)
     .await

@@ -39,7 +39,23 @@ pub struct Invocation {
     /// Which attempt of its event this was (1 for a synchronous call).
     #[serde(default = "first_attempt")]
     pub attempt: i32,
+    /// How the call's container was had (`crate::pool::Start`: running,
+    /// paused, prewarmed, import-cache or new); `None` when it got none,
+    /// and in journal lines written before records had it.
+    #[serde(default)]
+    pub start: Option<String>,
 }
+
+/// The columns of a record as read back (output left out: it is read on
+/// its own, by `logs`); a macro, so that queries stay literals.
+macro_rules! record_columns {
+    () => {
+        "request_id, function, version, started_at, duration_ms, billed_ms, memory_mb, \
+         max_memory_used_mb, init_ms, wait_ms, cold, status, http_status, billed, \
+         NULL::text AS logs, trigger, attempt, start"
+    };
+}
+pub(crate) use record_columns;
 
 /// Journal lines written before records had a trigger were HTTP calls.
 fn http_trigger() -> String {
@@ -59,11 +75,11 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, records: &[Invocation]) -> sq
     sqlx::query(
         "INSERT INTO invocations (request_id, function, version, started_at, duration_ms, \
              billed_ms, memory_mb, init_ms, cold, status, http_status, billed, \
-             max_memory_used_mb, wait_ms, logs, trigger, attempt) \
+             max_memory_used_mb, wait_ms, logs, trigger, attempt, start) \
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
              $5::int8[], $6::int8[], $7::int4[], $8::int8[], $9::bool[], $10::text[], \
              $11::int4[], $12::bool[], $13::int4[], $14::int8[], $15::text[], $16::text[], \
-             $17::int4[]) \
+             $17::int4[], $18::text[]) \
          ON CONFLICT (request_id, attempt) DO NOTHING",
     )
     .bind(column(records, |r| r.request_id))
@@ -83,6 +99,7 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, records: &[Invocation]) -> sq
     .bind(column(records, |r| r.logs.clone()))
     .bind(column(records, |r| r.trigger.clone()))
     .bind(column(records, |r| r.attempt))
+    .bind(column(records, |r| r.start.clone()))
     .execute(db)
     .await?;
     Ok(())
@@ -95,13 +112,13 @@ pub async fn recent(
     before: Option<DateTime<Utc>>,
     limit: i64,
 ) -> sqlx::Result<Vec<Invocation>> {
-    sqlx::query_as(
-        "SELECT request_id, function, version, started_at, duration_ms, billed_ms, memory_mb, \
-                max_memory_used_mb, init_ms, wait_ms, cold, status, http_status, billed, \
-                NULL::text AS logs, trigger, attempt \
-         FROM invocations WHERE function = $1 AND ($2::timestamptz IS NULL OR started_at < $2) \
-         ORDER BY started_at DESC LIMIT $3",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM invocations \
+         WHERE function = $1 AND ($2::timestamptz IS NULL OR started_at < $2) \
+         ORDER BY started_at DESC LIMIT $3"
+    ))
     .bind(function)
     .bind(before)
     .bind(limit)

@@ -13,6 +13,7 @@ mod dashboard;
 mod events;
 mod faults;
 mod helpers;
+mod import_cache;
 mod invoke;
 mod pool;
 mod pool_faults;

@@ -133,7 +133,7 @@ fn recent_calls(calls: &[Invocation]) -> Markup {
                             td class={ "status-" (c.status) } { (c.status) }
                             td { (c.duration_ms) " ms" }
                             td { (c.billed_ms) " ms" }
-                            td { @if c.cold { "cold" } @else { "warm" } }
+                            td { (start_word(c)) }
                             td {
                                 @match c.max_memory_used_mb {
                                     Some(mb) => { (mb) " MB" }
@@ -146,6 +146,16 @@ fn recent_calls(calls: &[Invocation]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// How the call's container was had; records older than that column say
+/// only cold or warm.
+fn start_word(c: &Invocation) -> &str {
+    match (&c.start, c.cold) {
+        (Some(start), _) => start,
+        (None, true) => "cold",
+        (None, false) => "warm",
     }
 }
 

@@ -3,7 +3,7 @@
 //! what must be done to Docker is returned to the caller (containers to
 //! remove, containers to start) and done outside the lock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,11 +11,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::entry::{Entry, Phase};
-use super::{ContainerView, PoolStatus, Step};
+use super::{ContainerView, PoolStatus, Start, Step};
 use crate::config::PoolSettings;
 use crate::function::FunctionSpec;
 use crate::manifest::Runtime;
-use crate::sandbox::{Failure, Sandbox};
+use crate::sandbox::{Failure, Imported, Sandbox};
+use budget::Evict;
+use demand::Demand;
+use imports::ImportCache;
+pub(crate) use prewarm::WarmKind;
+
+/// Containers created for queued calls at once, over all functions. The
+/// engine makes a few containers a second however many are asked for at
+/// once: a hundred asked together all come after twenty seconds or more
+/// (and some past the start timeout), a few at a time each come within a
+/// second or two and serve the queue meanwhile.
+const MAX_STARTING: usize = 8;
 
 /// What a queued call is sent when its turn comes.
 pub(crate) enum Grant {
@@ -23,6 +34,7 @@ pub(crate) enum Grant {
     Use {
         sandbox: Arc<Sandbox>,
         init: Option<Duration>,
+        start: Start,
     },
     /// Something changed (a container was prewarmed or paused): look again.
     Retry,
@@ -53,11 +65,13 @@ struct Waiter {
 
 /// A generic container, started and (normally) paused, with no code yet.
 struct Prewarmed {
-    /// The runtime it runs.
-    runtime: Runtime,
+    /// The runtime it runs, and the import set its runtime imported.
+    kind: WarmKind,
     sandbox: Arc<Sandbox>,
     paused: bool,
     since: Instant,
+    /// What the import set came to (modules, memory); `None` for a plain one.
+    imported: Option<Imported>,
 }
 
 #[derive(Default)]
@@ -73,6 +87,10 @@ struct FunctionState {
     specialising: usize,
     /// Calls waiting for a container, first come first served.
     waiters: VecDeque<Waiter>,
+    /// The top-level names in the code of a version (which must not
+    /// shadow a module an import-cache container imported); `None` until
+    /// looked at, or when too many to look at.
+    code_names: Option<(String, Option<Arc<BTreeSet<String>>>)>,
 }
 
 impl FunctionState {
@@ -92,12 +110,19 @@ impl FunctionState {
         self.entries.len() + self.starting + self.specialising
     }
 
-    /// Hands a slot of `sandbox` to the first queued call that still waits.
+    /// Hands a slot of `sandbox` to the first queued call that still waits:
+    /// with `init`, the start of a container made for the queue (a new
+    /// one), else a slot of a running one.
     fn grant(&mut self, sandbox: &Arc<Sandbox>, init: Option<Duration>) -> bool {
         while let Some(waiter) = self.waiters.pop_front() {
             let grant = Grant::Use {
                 sandbox: sandbox.clone(),
                 init,
+                start: if init.is_some() {
+                    Start::New
+                } else {
+                    Start::Running
+                },
             };
             if waiter.grant.send(grant).is_ok() {
                 return true;
@@ -119,8 +144,13 @@ impl FunctionState {
 pub(crate) struct State {
     functions: HashMap<String, FunctionState>,
     prewarmed: Vec<Prewarmed>,
-    /// Generic containers being created, by runtime.
-    prewarming: HashMap<Runtime, usize>,
+    /// Generic containers being created, by kind.
+    prewarming: HashMap<WarmKind, usize>,
+    /// Cold starts per runtime (of functions that can take a generic
+    /// container): sizes the plain prewarmed pool.
+    demand: HashMap<Runtime, Demand>,
+    /// Which package sets to keep imported.
+    imports: ImportCache,
     /// Memory of every container counted by its limit (creating ones too), MB.
     used_mb: u64,
     budget_mb: u64,
@@ -137,6 +167,8 @@ impl State {
             functions: HashMap::new(),
             prewarmed: Vec::new(),
             prewarming: HashMap::new(),
+            demand: HashMap::new(),
+            imports: ImportCache::default(),
             used_mb: 0,
             budget_mb,
             next_ticket: 0,
@@ -166,10 +198,13 @@ impl State {
                 };
                 let owed = f.waiters.len();
                 let coming = (f.starting + f.specialising) * f.concurrency() as usize;
-                if coming >= owed || f.containers() >= f.max_containers() {
+                if coming >= owed
+                    || f.containers() >= f.max_containers()
+                    || self.starting() >= MAX_STARTING
+                {
                     break;
                 }
-                if !self.reserve(function.memory_mb as u64) {
+                if !self.reserve(function.memory_mb as u64, Evict::Idle) {
                     break;
                 }
                 self.functions.get_mut(&name).expect("listed").starting += 1;
@@ -179,12 +214,15 @@ impl State {
         std::mem::take(&mut self.starts)
     }
 
-    /// Picks the cheapest way to serve a call of `function`.
+    /// Picks the cheapest way to serve a call of `function`. `first_look`:
+    /// the call has not been counted as demand yet (a call told to look
+    /// again has).
     pub fn choose(
         &mut self,
         function: &Arc<FunctionSpec>,
         code: &Path,
         settings: &PoolSettings,
+        first_look: bool,
     ) -> Result<Step, Refusal> {
         let needed = function.memory_mb as u64;
         if needed > self.budget_mb {
@@ -226,28 +264,35 @@ impl State {
             w.set_phase(&function.name, Phase::Unpausing);
             return Ok(Step::Unpause(w.sandbox.clone()));
         }
-        // 3. A prewarmed generic container of the function's runtime.
+        // 3. A prewarmed container of the function's runtime: the one that
+        // imported most of its packages, else a plain one.
         let room = f.containers() < f.max_containers();
         let warm = self
-            .prewarmed
-            .iter()
-            .rposition(|p| p.runtime == function.runtime)
+            .best_prewarmed(function)
             .filter(|_| room && function.fits_generic(settings.tmpfs_mb));
         if let Some(i) = warm {
             let generic_mb = self.prewarmed[i].sandbox.memory_mb.max(0) as u64;
             // Its memory is counted already; count the difference.
-            if self.reserve(needed.saturating_sub(generic_mb)) {
+            if self.reserve(needed.saturating_sub(generic_mb), Evict::Idle) {
                 self.used_mb -= generic_mb.saturating_sub(needed);
                 let warm = self.prewarmed.remove(i);
                 self.functions
                     .get_mut(&function.name)
                     .expect("entry made above")
                     .specialising += 1;
+                if first_look {
+                    self.record_cold(function, false, settings);
+                }
                 tracing::debug!(function = %function.name, sandbox = %warm.sandbox.id,
-                    "prewarmed -> specialising");
+                    set = warm.kind.label(), "prewarmed -> specialising");
                 return Ok(Step::Specialise {
                     generic: warm.sandbox,
                     paused: warm.paused,
+                    start: if warm.imported.is_some() {
+                        Start::ImportCache
+                    } else {
+                        Start::Prewarmed
+                    },
                 });
             }
         }
@@ -259,6 +304,15 @@ impl State {
         if f.waiters.len() >= settings.queue_length {
             return Err(Refusal::QueueFull);
         }
+        // It waits for a new container, unless the function has all the
+        // containers it may.
+        if first_look && f.containers() < f.max_containers() {
+            self.record_cold(function, true, settings);
+        }
+        let f = self
+            .functions
+            .get_mut(&function.name)
+            .expect("entry made above");
         let (tx, rx) = oneshot::channel();
         self.next_ticket += 1;
         let ticket = self.next_ticket;
@@ -266,69 +320,9 @@ impl State {
         Ok(Step::Wait { ticket, grant: rx })
     }
 
-    /// Counts `mb` more against the budget, evicting least recently used
-    /// paused containers (then idle ones) when it is short. False when even
-    /// that would not make room; then nothing is evicted.
-    fn reserve(&mut self, mb: u64) -> bool {
-        if self.used_mb + mb <= self.budget_mb {
-            self.used_mb += mb;
-            return true;
-        }
-        let short = self.used_mb + mb - self.budget_mb;
-        // Candidates: (paused first, least recently used first).
-        let mut candidates: Vec<(bool, Instant, Option<String>, String, u64)> = Vec::new();
-        for (name, f) in &self.functions {
-            for w in &f.entries {
-                if matches!(w.phase, Phase::Paused | Phase::Idle) {
-                    candidates.push((
-                        w.phase != Phase::Paused,
-                        w.last_used,
-                        Some(name.clone()),
-                        w.sandbox.id.clone(),
-                        w.sandbox.memory_mb.max(0) as u64,
-                    ));
-                }
-            }
-        }
-        for p in &self.prewarmed {
-            candidates.push((
-                !p.paused,
-                p.since,
-                None,
-                p.sandbox.id.clone(),
-                p.sandbox.memory_mb.max(0) as u64,
-            ));
-        }
-        candidates.sort_by_key(|c| (c.0, c.1));
-        let mut freed = 0;
-        let mut chosen = Vec::new();
-        for c in candidates {
-            if freed >= short {
-                break;
-            }
-            freed += c.4;
-            chosen.push(c);
-        }
-        if freed < short {
-            return false;
-        }
-        for (_, _, function, id, _) in chosen {
-            match function {
-                Some(name) => {
-                    tracing::debug!(function = %name, sandbox = %id, "evicted (memory budget)");
-                    self.detach(&name, &id);
-                }
-                None => {
-                    if let Some(i) = self.prewarmed.iter().position(|p| p.sandbox.id == id) {
-                        let p = self.prewarmed.remove(i);
-                        self.used_mb -= p.sandbox.memory_mb.max(0) as u64;
-                        self.retired.push(p.sandbox);
-                    }
-                }
-            }
-        }
-        self.used_mb += mb;
-        true
+    /// Containers being created for queued calls, over all functions.
+    fn starting(&self) -> usize {
+        self.functions.values().map(|f| f.starting).sum()
     }
 
     /// Takes a function's container out of the pool (to be removed).
@@ -527,6 +521,9 @@ impl State {
     }
 }
 
+mod budget;
+mod demand;
+mod imports;
 mod prewarm;
 mod sweep;
 mod views;

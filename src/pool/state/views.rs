@@ -41,6 +41,21 @@ impl State {
         s
     }
 
+    pub fn import_cache_view(&self) -> Vec<crate::pool::CachedSet> {
+        self.prewarmed
+            .iter()
+            .filter_map(|p| {
+                let (set, imported) = (p.kind.set.as_ref()?, p.imported.as_ref()?);
+                Some(crate::pool::CachedSet {
+                    set: set.label(),
+                    dirs: set.dirs.clone(),
+                    modules: imported.modules.clone(),
+                    memory_mb: imported.memory_mb,
+                })
+            })
+            .collect()
+    }
+
     /// Queued calls are let go (a stop began): each wakes with no grant.
     pub fn drop_waiters(&mut self) {
         for f in self.functions.values_mut() {
