@@ -65,7 +65,7 @@ def request(method, url, body=None, headers=None, timeout=60):
 
 
 def stats(url):
-    """Per server of the functions backend: (in flight, total sent, status)."""
+    """Per server of the functions backend: (calls in flight, status)."""
     status, body = request("GET", url + ";csv")
     if status != 200:
         sys.exit(f"cannot read HAProxy statistics at {url};csv ({status})")
@@ -75,8 +75,8 @@ def stats(url):
     out = {}
     for line in lines[1:]:
         f = line.split(",")
-        if len(f) > col["stot"] and f[col["pxname"]] == "functions" and f[col["svname"]].startswith("node"):
-            out[f[col["svname"]]] = (int(f[col["scur"]] or 0), int(f[col["stot"]] or 0), f[col["status"]])
+        if len(f) > col["status"] and f[col["pxname"]] == "functions" and f[col["svname"]].startswith("node"):
+            out[f[col["svname"]]] = (int(f[col["scur"]] or 0), f[col["status"]])
     return out
 
 
@@ -246,7 +246,7 @@ def balance(args):
 
     def sample():
         while not stop.is_set():
-            for node, (cur, _, _) in stats(args.stats).items():
+            for node, (cur, _) in stats(args.stats).items():
                 samples.setdefault(node, []).append(cur)
             time.sleep(0.05)
 
@@ -272,7 +272,7 @@ def balance(args):
 
 def throughput(args, management):
     names = ["bench-hot"] + [f"bench-cool-{i}" for i in range(args.cool)]
-    up = [n for n, (_, _, s) in stats(args.stats).items() if s.startswith("UP")]
+    up = [n for n, (_, s) in stats(args.stats).items() if s.startswith("UP")]
     pick = lambda rng: rng.choice(names)
     warm(args, args.workers, pick)
     profile = Profile(args) if args.instance else None

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The compose stack as a new user meets it, offline: up, deploy, call,
 # billing, restart, data still there, down and up again, data still there.
-# Uses docker-compose.yml + docker-compose.offline.yml with the debug binary.
-# Called by scripts/test.sh; cleans up after itself even when it fails.
+# Then the local cluster as README's "Run on several hosts" starts it: three
+# managers and HAProxy, a call on the function's node, the same call on
+# another once that node stops, down.
+# Uses docker-compose.yml + docker-compose.offline.yml (and the cluster's
+# pair) with the debug binary. Called by scripts/test.sh; cleans up after
+# itself even when it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -16,13 +20,15 @@ fi
 id="$(date +%s)$$"
 export COMPOSE_PROJECT_NAME="oltest${id}"
 export OL_PORT OL_FUNCTIONS_PORT OL_BIND OL_ALLOWED_HOSTS OL_DATA_DIR OL_INSTANCE OL_BINARY \
-    OL_NETWORK OL_MANAGER_IMAGE OL_POSTGRES_IMAGE
+    OL_NETWORK OL_MANAGER_IMAGE OL_POSTGRES_IMAGE OL_HAPROXY_IMAGE OL_STATS_PORT
 # Its own image tags, removed at the end.
 OL_MANAGER_IMAGE="openlambda-test/manager:${id}"
 OL_POSTGRES_IMAGE="openlambda-test/postgres:${id}"
+OL_HAPROXY_IMAGE="openlambda-test/haproxy:${id}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 OL_PORT=$(free_port)
 OL_FUNCTIONS_PORT=$(free_port)
+OL_STATS_PORT=$(free_port)
 # Published on every interface, so that a request from this host's own
 # non-loopback address is a request from outside (no key, no entry).
 OL_BIND=0.0.0.0
@@ -39,6 +45,11 @@ fn_url="http://127.0.0.1:${OL_FUNCTIONS_PORT}"
 unset OL_ADMIN_TOKEN OL_API_KEY
 ol="$(pwd)/${OL_BINARY}"
 compose() { "${compose_cmd[@]}" -f docker-compose.yml -f docker-compose.offline.yml "$@"; }
+# The cluster: a project of its own, its nodes in their own data directories.
+cluster() {
+    COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME}c" OL_DATA_DIR="${OL_DATA_DIR}-cluster" \
+        "${compose_cmd[@]}" -f docker-compose.cluster.yml -f docker-compose.cluster.offline.yml "$@"
+}
 
 # Every check is counted as it runs; the closing line is printed from these
 # counts (by finish, so it is printed even when a step aborts the script).
@@ -59,9 +70,11 @@ finish() {
         status=1
         echo "compose test failed; the manager's log:" >&2
         compose logs --tail 50 manager >&2 || true
+        cluster logs --tail 20 >&2 || true
     fi
     compose down -v --rmi all --remove-orphans >/dev/null 2>&1 || true
-    rm -rf "$OL_DATA_DIR"
+    cluster down -v --rmi all --remove-orphans >/dev/null 2>&1 || true
+    rm -rf "$OL_DATA_DIR" "${OL_DATA_DIR}-cluster"
     exit "$status"
 }
 trap finish EXIT
@@ -150,3 +163,36 @@ wait_api
 expect "function kept over down/up" "$("$ol" invoke hello --data '{"name": "Cy"}')" '{"greeting": "Hello, Cy!"}'
 wait_invocations 4
 expect "records kept over down/up" "$(invocations)" 4
+
+step "compose cluster: three managers and HAProxy, offline, as README says"
+compose down
+cluster up -d --build
+wait_healthy
+stats="http://127.0.0.1:${OL_STATS_PORT}/stats;csv"
+nodes_up() { [ "$(curl -fsS "$stats" | grep -c "^functions,node[0-9]*,.*,UP")" = "$1" ]; }
+wait_for 120 "HAProxy's three nodes" nodes_up 3
+cluster_key() { cluster logs 2>/dev/null | grep -o 'OL_API_KEY=ol_[0-9A-Za-z_-]*' | tail -n1 | cut -d= -f2; }
+has_key() { [ -n "$(cluster_key)" ]; }
+wait_for 30 "a node's first admin key" has_key || true
+OL_API_KEY=$(cluster_key)
+wait_api
+expect "one node printed the cluster's first admin key" "$([ -n "$OL_API_KEY" ] && echo found)" found
+expect "deploy through HAProxy" "$("$ol" deploy examples/hello --name hello >/dev/null 2>&1 && echo deployed)" deployed
+node_of() { # node_of NAME: call NAME's function URL, print the node HAProxy names
+    curl -fsS -D - -o /dev/null -d "{\"name\": \"$1\"}" "$fn_url/fn/hello" | tr -d '\r' \
+        | awk -F': ' 'tolower($1) == "x-ol-node" {print $2}'
+}
+home=$(node_of Ada)
+expect "a function URL through HAProxy names its node" "$(echo "$home" | grep -c '^node[123]$')" 1
+expect "the same node again" "$(node_of Bo)" "$home"
+expect "no function URL on the management port" \
+    "$(curl -s -d '{"name": "Bo"}' "$OL_URL/fn/hello" | grep -c greeting || true)" 0
+cluster stop "$home"
+wait_for 30 "HAProxy taking $home out" nodes_up 2
+other=$(node_of Cy)
+expect "with its node stopped, another node serves it" "$([ -n "$other" ] && [ "$other" != "$home" ] && echo moved)" moved
+wait_invocations 3
+expect "billing counts the three calls" "$(invocations)" 3
+cluster down -v
+leftovers() { for n in 1 2 3; do docker ps -aq --filter "label=openlambda.instance=${OL_INSTANCE}-node$n"; done; }
+expect "down removed every function container of the nodes" "$(leftovers | wc -l)" 0

@@ -9,7 +9,8 @@
 #   6. runs the short benchmark check (`ol bench --check --quick`, about a
 #      minute: ratios only, bounds loose enough for noise and a debug build,
 #      so only a regression of several times fails it);
-#   7. runs the compose stack offline (scripts/compose-test.sh);
+#   7. runs the compose stack, then the compose cluster, offline
+#      (scripts/compose-test.sh);
 #   8. removes the test containers, network, databases and database cluster.
 # The closing line sums only counts that checks printed, and the script
 # exits non-zero when any check failed or any step stopped early.
