@@ -160,7 +160,7 @@ pub struct Report {
     pub writer: Option<scenarios::Writer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<soak::Soak>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "warm-concurrency", skip_serializing_if = "Option::is_none")]
     pub warm_concurrency: Option<warm_concurrency::WarmConcurrency>,
     #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
     pub async_path: Option<async_path::AsyncPath>,
