@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  creating ──► ready ──► busy ◄──► idle ──► pausing ──► paused ──► unpausing ──► busy
-//!  prewarmed (generic, paused) ──► specialising ──► busy        (pause failed ──► idle)
+//!  prewarmed (generic, running) ──► specialising ──► busy       (pause failed ──► idle)
 //! ```
 //! "creating" and "prewarmed" containers are counted by the pool, not yet
 //! entries; any phase but busy may end in removing (keep-alive, update,

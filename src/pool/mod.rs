@@ -4,8 +4,8 @@
 //! 1. a running container of the function with a free slot (most recently
 //!    used first; a container serves `concurrency` calls at once): `running`;
 //! 2. a paused one, unpaused now: `paused`;
-//! 3. a prewarmed container of its runtime, specialised now (unpause,
-//!    memory limit, load the code): no `docker create`/`start` on the path.
+//! 3. a prewarmed container of its runtime, specialised now (memory limit,
+//!    load the code): no `docker create`/`start` on the path.
 //!    Of those, one whose runtime already imported the most of the
 //!    function's packages, at the very versions it pins (`import-cache`:
 //!    the import cache, `state/imports.rs`), else a plain one (`prewarmed`);
@@ -136,7 +136,6 @@ pub(crate) enum Step {
     Unpause(Arc<Sandbox>),
     Specialise {
         generic: Arc<Sandbox>,
-        paused: bool,
         /// `Prewarmed`, or `ImportCache` when its runtime has imported
         /// some of the function's packages already.
         start: Start,
@@ -215,14 +214,9 @@ impl Pool {
                         inner.discard(&sandbox);
                     }
                 },
-                Step::Specialise {
-                    generic,
-                    paused,
-                    start,
-                } => {
+                Step::Specialise { generic, start } => {
                     inner.refill.notify_one();
-                    let result =
-                        engine::specialise(&*inner.engine, &generic, paused, function, code).await;
+                    let result = engine::specialise(&*inner.engine, &generic, function, code).await;
                     match result {
                         Ok((sandbox, took)) => {
                             let sandbox = Arc::new(sandbox);

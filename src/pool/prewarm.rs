@@ -1,11 +1,18 @@
 //! Prewarming: keeps generic containers of each runtime in
-//! `OL_POOL_PREWARM_RUNTIMES` created, started (runtime server up) and
-//! paused, so that a function's first call is a specialisation (unpause,
-//! load) rather than a `docker create`/`start`; and, for the import cache,
+//! `OL_POOL_PREWARM_RUNTIMES` created and started (runtime server up), so
+//! that a function's first call is a specialisation (load the code) rather
+//! than a `docker create`/`start`; and, for the import cache,
 //! Python ones whose runtime has imported a package set. How many of each
 //! the state decides (`state/prewarm.rs`: the floor `OL_POOL_PREWARM`, the
 //! import-cache sets, the observed demand); this task makes them, in the
 //! background, as they are taken or wanted.
+//!
+//! Prewarmed containers are not paused. Their runtime server waits in the
+//! kernel for a connection (Python's wakes twice a second, Node's not at
+//! all), so freezing it saves next to no CPU and no memory, while
+//! unfreezing is an engine round trip (`runc`) on every cold start: a
+//! burst that specialises a hundred at once spent seconds of engine time
+//! on unpauses alone.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -56,19 +63,12 @@ async fn create_one(inner: Arc<Inner>, kind: WarmKind) {
             inner.update(|state| state.prewarm_failed(&kind, memory.max(0) as u64));
         }
         Ok((sandbox, imported)) => {
-            let paused = match inner.engine.pause(&sandbox).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!(sandbox = %sandbox.id, error = %e, "pause of a prewarmed container failed");
-                    false
-                }
-            };
             if let Some(imported) = &imported {
                 tracing::info!(set = %kind.label(), modules = ?imported.modules,
                     memory_mb = imported.memory_mb, import_ms = imported.took.as_millis() as u64,
                     "import cache: a container imported its set");
             }
-            inner.update(|state| state.prewarmed(kind, Arc::new(sandbox), paused, imported));
+            inner.update(|state| state.prewarmed(kind, Arc::new(sandbox), imported));
         }
         Err(e) => {
             tracing::warn!(runtime = kind.runtime.as_str(), set = %kind.label(), error = %e,

@@ -116,8 +116,8 @@ async fn prewarmed_container_is_specialised_before_a_new_one() {
     assert_eq!(lease.sandbox().memory_mb, 256);
     assert_eq!(
         ops_on(&engine, &lease.sandbox().id),
-        [Op::Create, Op::Pause, Op::Unpause, Op::SetMemory, Op::Load],
-        "the generic container, made the function's (memory raised to its size)"
+        [Op::Create, Op::SetMemory, Op::Load],
+        "the generic container (running, not paused), made the function's (memory raised to its size)"
     );
     assert!(
         pool.wait_prewarmed("python", 1, Duration::from_secs(2))
@@ -129,7 +129,7 @@ async fn prewarmed_container_is_specialised_before_a_new_one() {
 
 #[tokio::test]
 async fn failed_specialisation_is_retried_on_another_container_unless_the_code_is_broken() {
-    for op in [Op::Load, Op::Unpause, Op::SetMemory] {
+    for op in [Op::Load, Op::SetMemory] {
         let (pool, engine) = prewarmed_pool(|_| {}).await;
         let generic = engine.live().pop().unwrap();
         engine.fail(op, 1);
@@ -348,7 +348,7 @@ async fn a_dead_prewarmed_container_is_replaced() {
     assert_ne!(lease.sandbox().id, dead);
     assert_eq!(
         ops_on(&engine, &dead),
-        [Op::Create, Op::Pause, Op::Remove],
+        [Op::Create, Op::Remove],
         "the dead one was never specialised"
     );
 }

@@ -163,14 +163,13 @@ pub async fn start(
     }
 }
 
-/// Turns a generic container into `function`'s: unpause (when `paused`),
-/// set its memory limit to the function's, load the code. Returns the
+/// Turns a generic container into `function`'s: set its memory limit to
+/// the function's (when it differs), load the code. Returns the
 /// function's sandbox and the time taken; on failure the container is
 /// removed.
 pub async fn specialise(
     engine: &dyn Engine,
     generic: &Sandbox,
-    paused: bool,
     function: &FunctionSpec,
     code: &Path,
 ) -> Result<(Sandbox, Duration), Failure> {
@@ -186,9 +185,6 @@ pub async fn specialise(
         conns: generic.conns.take(),
     };
     let result = async {
-        if paused {
-            engine.unpause(&sandbox).await?;
-        }
         if generic.memory_mb != function.memory_mb {
             engine
                 .set_memory(&sandbox, function.memory_mb)

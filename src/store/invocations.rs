@@ -41,8 +41,9 @@ pub struct Invocation {
     pub attempt: i32,
     /// How the call's container was had (`crate::pool::Start`: running,
     /// paused, prewarmed, import-cache or new); `None` when it got none,
-    /// and in journal lines written before records had it.
+    /// and in journal lines and rows read without it (older managers).
     #[serde(default)]
+    #[sqlx(default)]
     pub start: Option<String>,
 }
 

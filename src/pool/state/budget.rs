@@ -56,8 +56,9 @@ impl State {
         }
         if evict == Evict::Idle {
             for p in &self.prewarmed {
+                // As cheap to lose as a paused one: it serves no call.
                 candidates.push((
-                    !p.paused,
+                    false,
                     p.since,
                     None,
                     p.sandbox.id.clone(),

@@ -63,12 +63,12 @@ struct Waiter {
     grant: oneshot::Sender<Grant>,
 }
 
-/// A generic container, started and (normally) paused, with no code yet.
+/// A generic container, started (not paused: see `pool/prewarm.rs`), with
+/// no code yet.
 struct Prewarmed {
     /// The runtime it runs, and the import set its runtime imported.
     kind: WarmKind,
     sandbox: Arc<Sandbox>,
-    paused: bool,
     since: Instant,
     /// What the import set came to (modules, memory); `None` for a plain one.
     imported: Option<Imported>,
@@ -287,7 +287,6 @@ impl State {
                     set = warm.kind.label(), "prewarmed -> specialising");
                 return Ok(Step::Specialise {
                     generic: warm.sandbox,
-                    paused: warm.paused,
                     start: if warm.imported.is_some() {
                         Start::ImportCache
                     } else {

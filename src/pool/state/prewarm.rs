@@ -8,14 +8,14 @@
 //!    package sets of the functions most often started cold (at most
 //!    `OL_POOL_IMPORT_CACHE_AUTO` of them, within a quarter of the budget);
 //! 3. plain containers up to the runtime's observed demand (the most
-//!    containers it needed at once lately, decaying: `demand`), within
-//!    three quarters of the budget. To make room for these the pool may
-//!    evict paused containers of functions, least recently used first: a
-//!    generic container serves any function at about the cost of an
-//!    unpause, a paused one only its own.
+//!    containers it needed at once lately, decaying: `demand`), less those
+//!    serving calls now, within three quarters of the budget. To make room for these the pool may
+//!    evict containers of functions idle past their pause grace, least
+//!    recently used first: a generic container serves any function at
+//!    about the cost of an unpause, a paused one only its own.
 //!
-//! Prewarmed containers are evicted first when a call needs memory, so
-//! holding them never refuses a call.
+//! Prewarmed containers may be evicted like paused ones when a call needs
+//! memory, so holding them never refuses a call.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,13 +123,40 @@ impl State {
                 .demand
                 .get(&runtime)
                 .map_or(0, |d| d.containers_at(now, half_life));
+            // Containers serving calls now serve the demand too: a burst
+            // under way is not refilled for (that would make containers
+            // while its calls need the CPU), the next one is, once it ends.
+            let serving = self.serving(runtime);
             targets.push(Target {
                 kind: WarmKind::plain(runtime),
-                count: demand.min(cap).max(settings.prewarm),
+                count: demand
+                    .saturating_sub(serving)
+                    .min(cap)
+                    .max(settings.prewarm),
                 evict: Evict::Paused,
             });
         }
         targets
+    }
+
+    /// Containers of `runtime` serving calls, or being made ready for one.
+    fn serving(&self, runtime: Runtime) -> usize {
+        self.functions
+            .values()
+            .filter(|f| {
+                f.latest
+                    .as_ref()
+                    .is_some_and(|(spec, _)| spec.runtime == runtime)
+            })
+            .map(|f| {
+                let busy = f
+                    .entries
+                    .iter()
+                    .filter(|w| matches!(w.phase, Phase::Busy | Phase::Unpausing))
+                    .count();
+                busy + f.starting + f.specialising
+            })
+            .sum()
     }
 
     /// Removes ready prewarmed containers beyond what is wanted of their
@@ -174,20 +201,13 @@ impl State {
 
     /// A prewarmed container is ready (with what its runtime imported, for
     /// an import-cache one): queued calls are told to look again.
-    pub fn prewarmed(
-        &mut self,
-        kind: WarmKind,
-        sandbox: Arc<Sandbox>,
-        paused: bool,
-        imported: Option<Imported>,
-    ) {
+    pub fn prewarmed(&mut self, kind: WarmKind, sandbox: Arc<Sandbox>, imported: Option<Imported>) {
         self.prewarm_done(&kind);
         tracing::debug!(runtime = kind.runtime.as_str(), set = kind.label(), sandbox = %sandbox.id,
-            paused, "creating -> prewarmed");
+            "creating -> prewarmed");
         self.prewarmed.push(Prewarmed {
             kind,
             sandbox,
-            paused,
             since: Instant::now(),
             imported,
         });

@@ -223,24 +223,17 @@ fn prewarmed_container_of_the_runtime_is_taken_before_starting_one() {
     state.prewarmed(
         WarmKind::plain(Runtime::Python),
         Arc::new(generic("py")),
-        true,
         None,
     );
     state.prewarmed(
         WarmKind::plain(Runtime::Node),
         Arc::new(generic("js")),
-        true,
         None,
     );
     assert_eq!(state.status().used_mb, 256);
     match state.choose(&f, Path::new("/c"), &settings(10), true) {
-        Ok(Step::Specialise {
-            generic,
-            paused,
-            start,
-        }) => {
+        Ok(Step::Specialise { generic, start }) => {
             assert_eq!(generic.id, "py", "a Python function takes the Python one");
-            assert!(paused);
             assert_eq!(start, Start::Prewarmed);
         }
         _ => panic!("expected the prewarmed container"),
@@ -398,15 +391,9 @@ fn a_function_takes_the_container_that_imported_its_exact_versions_and_no_other(
     state.prewarmed(
         WarmKind::plain(Runtime::Python),
         generic("plain", Runtime::Python),
-        false,
         None,
     );
-    state.prewarmed(
-        cached,
-        generic("six16", Runtime::Python),
-        false,
-        Some(imported),
-    );
+    state.prewarmed(cached, generic("six16", Runtime::Python), Some(imported));
     let (f15, f16, bare) = (
         with_packages("f15", &["six-1.15.0"]),
         with_packages("f16", &["idna-3.7", "six-1.16.0"]),
@@ -499,12 +486,7 @@ fn prewarmed_containers_beyond_a_demand_that_decayed_are_let_go() {
     let plan = state.prewarm_plan(&s, &[Runtime::Python], 100);
     assert!(plan.len() > 1, "more than the floor: {plan:?}");
     for (i, kind) in plan.into_iter().enumerate() {
-        state.prewarmed(
-            kind,
-            generic(&format!("p{i}"), Runtime::Python),
-            false,
-            None,
-        );
+        state.prewarmed(kind, generic(&format!("p{i}"), Runtime::Python), None);
     }
     std::thread::sleep(Duration::from_secs(2));
     assert!(state.prewarm_plan(&s, &[Runtime::Python], 100).is_empty());
@@ -515,4 +497,28 @@ fn prewarmed_containers_beyond_a_demand_that_decayed_are_let_go() {
     );
     assert_eq!(state.status().used_mb, 128);
     assert!(!state.take_retired().is_empty());
+}
+
+#[test]
+fn a_burst_under_way_is_not_refilled_for_until_its_calls_end() {
+    let mut state = State::new(10_000);
+    let mut s = settings(100);
+    s.prewarm = 1;
+    let f = function("a", 128, 1, 10);
+    let busy: Vec<Arc<Sandbox>> = (0..5)
+        .map(|i| busy_container(&mut state, &f, &format!("a{i}")))
+        .collect();
+    assert_eq!(
+        state.prewarm_plan(&s, &[Runtime::Python], 100).len(),
+        1,
+        "the floor only, while five containers serve the burst"
+    );
+    for sandbox in &busy {
+        state.release(sandbox, false, GRACE);
+    }
+    assert_eq!(
+        state.prewarm_plan(&s, &[Runtime::Python], 100).len(),
+        4,
+        "ready for the next burst of five"
+    );
 }
