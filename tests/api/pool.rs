@@ -16,7 +16,7 @@ const SLEEPER: &str =
 async fn concurrent_calls_scale_out_to_several_containers() {
     let app = spawn_app().await;
     app.deploy_ok("wide", &[("f.py", SLEEPER)]).await;
-    let results = concurrent_runs(&app, "wide", "1.5", 4).await;
+    let results = concurrent_runs(&app, "wide", "3", 4).await;
     assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
     let hosts: HashSet<_> = results.iter().map(|(_, h)| h.clone()).collect();
     assert_eq!(
