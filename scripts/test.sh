@@ -37,6 +37,11 @@ if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
 fi
+# Package builders reach the index over HTTPS with the host's CA bundle:
+# where the host's own pip finds it (PIP_CERT), unless OL_CA_BUNDLE is set.
+if [ -z "${OL_CA_BUNDLE:-}" ] && [ -n "${PIP_CERT:-}" ]; then
+    export OL_CA_BUNDLE="$PIP_CERT"
+fi
 ol_start_postgres
 step "building the crate"
 cargo build --all-targets --locked
