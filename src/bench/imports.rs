@@ -142,6 +142,9 @@ async fn measure(m: &Manager, n: usize) -> anyhow::Result<(Stats, Vec<Measured>)
             uncached.push(deploy_and_call(m, p, i, true).await?);
         }
     }
+    // The last calls took the sets' containers: wait for their refills,
+    // whose dirs and memory the comparison reads.
+    wait_for_sets(m).await?;
     let cache = m.state.pool.import_cache();
     let image = crate::images::ensure(
         &crate::app::connect_docker().await?,

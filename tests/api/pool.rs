@@ -18,14 +18,18 @@ async fn concurrent_calls_scale_out_to_several_containers() {
     app.deploy_ok("wide", &[("f.py", SLEEPER)]).await;
     let results = concurrent_runs(&app, "wide", "3", 4).await;
     assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
-    let hosts: HashSet<_> = results.iter().map(|(_, h)| h.clone()).collect();
-    assert_eq!(
-        hosts.len(),
-        4,
-        "one container per concurrent call: {results:?}"
-    );
-    assert_eq!(app.pool.containers("wide").len(), 4);
+    // One container was started per waiting call. Which container served
+    // which call depends on the engine: on a loaded host one start can
+    // take longer than the handler, and then the first container to free
+    // up takes the last call first (the queue is served by whichever
+    // frees first), so the replies name at least two containers.
+    assert_eq!(app.pool.containers("wide").len(), 4, "{results:?}");
     assert_eq!(app.containers("wide").await.len(), 4);
+    let hosts: HashSet<_> = results.iter().map(|(_, h)| h.clone()).collect();
+    assert!(
+        hosts.len() >= 2,
+        "the calls ran in one container: {results:?}"
+    );
     app.stop().await;
 }
 
