@@ -11,7 +11,7 @@ called the way upstream's `scripts/test.py` and `scripts/package_tests.py`
 call them, and the answer is checked against what those tests expect.
 
 The manager is the one at OL_URL (as for every `ol` command; default
-http://127.0.0.1:8080), with OL_ADMIN_TOKEN when it has one; calls go to its
+http://127.0.0.1:8080), with its key in OL_API_KEY; calls go to its
 function listener at OL_FUNCTIONS_URL (default http://127.0.0.1:8081). It needs a
 working package index (requirements.txt of the numpy, pandas and flask
 examples). The `ol` binary is OL_BIN, else target/debug/ol, else `ol` on PATH.

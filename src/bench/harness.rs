@@ -1,5 +1,6 @@
 //! What the scenarios stand on: managers started in this process, each
-//! with its own database and data directory, and an HTTP client.
+//! with its own database, data directory and async runtime, and an HTTP
+//! client.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -37,6 +39,56 @@ pub async fn call(client: &HttpClient, url: &str, body: Bytes) -> anyhow::Result
     let status = response.status().as_u16();
     response.into_body().collect().await?;
     Ok((status, started.elapsed()))
+}
+
+/// Kept HTTP/1.1 connections to one listener, one per call in flight: the
+/// warm scenarios reach the manager the way the manager reaches a runtime
+/// (`sandbox::Connections`), so that the two paths they compare differ by
+/// the manager alone, not by the client's connection pool.
+pub struct KeptConnections {
+    addr: SocketAddr,
+    idle: std::sync::Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl KeptConnections {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            idle: std::sync::Mutex::default(),
+        }
+    }
+
+    /// `POST path` with `body`; the status and the time to the answer's
+    /// last byte (a new connection's handshake included, so warm up first).
+    pub async fn post(&self, path: &str, body: Bytes) -> anyhow::Result<(u16, Duration)> {
+        let started = Instant::now();
+        let kept = self.idle.lock().expect("connections lock").pop();
+        let mut sender = match kept {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => self.open().await?,
+        };
+        sender.ready().await?;
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, self.addr.to_string())
+            .body(Full::new(body))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        let took = started.elapsed();
+        self.idle.lock().expect("connections lock").push(sender);
+        Ok((status, took))
+    }
+
+    async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
 }
 
 /// The benchmark's environment: where Postgres is and what to build on.
@@ -94,15 +146,25 @@ impl Env {
         settings.ca_bundle = crate::config::env("OL_CA_BUNDLE").map(PathBuf::from);
         settings.pip_index_url = crate::config::env("OL_PIP_INDEX_URL");
         tune(&mut settings);
-        let app = Application::build(settings).await?;
+        // Its own runtime, sized as `ol serve` sizes its one: the bench's
+        // callers (on this runtime) share its threads no more than a
+        // client process shares a manager's.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.worker_threads)
+            .thread_name(format!("ol-bench-{label}"))
+            .enable_all()
+            .build()
+            .context("starting the manager's runtime")?;
+        let app = runtime.spawn(Application::build(settings)).await??;
         let addr = app.local_addr();
         let functions_addr = app.functions_addr();
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(app.run_until(async {
+        let task = runtime.spawn(app.run_until(async {
             let _ = rx.await;
         }));
         Ok(Manager {
+            runtime: OwnRuntime(Some(runtime)),
             addr,
             functions_addr,
             state,
@@ -146,6 +208,19 @@ pub struct Manager {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
     pub client: HttpClient,
+    runtime: OwnRuntime,
+}
+
+/// A manager's runtime, shut down without waiting when the manager goes
+/// (a runtime cannot be dropped from inside another one).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Manager {
@@ -199,6 +274,7 @@ impl Manager {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
         self.task.await??;
+        drop(self.runtime);
         self.db.drop_now().await?;
         let _ = std::fs::remove_dir_all(&self.data_dir);
         Ok(())

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::harness::{call, http_client, progress, Env};
+use super::harness::{call, http_client, progress, Env, KeptConnections};
 use super::{BenchOptions, Stats};
 use crate::sandbox;
 
@@ -43,13 +43,15 @@ pub async fn warm(env: &Env, options: &BenchOptions) -> anyhow::Result<Warm> {
         .pop()
         .context("no container after a call")?;
     let socket = sandbox::layout::socket(&m.data_dir.join("sandboxes").join(&container.sandbox));
-    let url = m.url("/run/warm");
     let (mut via_manager, mut direct) = (Vec::new(), Vec::new());
-    // Kept between calls, as the manager keeps its own.
+    // Kept between calls both ways, as the manager keeps its own.
+    let manager_conns = KeptConnections::new(m.functions_addr);
     let direct_conns = sandbox::Connections::default();
     progress(format!("warm: {} calls each way", options.warm_calls));
     for _ in 0..options.warm_calls {
-        let (status, took) = call(&m.client, &url, Bytes::from_static(b"1")).await?;
+        let (status, took) = manager_conns
+            .post("/run/warm", Bytes::from_static(b"1"))
+            .await?;
         if status != 200 {
             bail!("warm call answered {status}");
         }

@@ -1,7 +1,8 @@
 //! The `warm-concurrency` scenario of `ol bench`: warm calls of a trivial
 //! Python handler by 1, 8 and 32 callers at once, through the manager
-//! against the same runtime server called straight on its socket with kept
-//! connections, as the manager keeps its own.
+//! against the same runtime server called straight on its socket. Both
+//! ways keep their connections (one per call in flight), as the manager
+//! keeps its own to the runtime.
 //!
 //! The function serves 32 calls at once in one container
 //! (`concurrency: 32`, `max_concurrency: 1`), so every caller is served
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::check::{at_least, at_most, Check};
-use super::harness::{call, progress, Env, HttpClient, Manager};
+use super::harness::{progress, Env, KeptConnections, Manager};
 use super::{BenchOptions, Stats};
 use crate::sandbox::{self, Connections, Payload, RequestMeta};
 
@@ -85,7 +86,8 @@ pub async fn warm_concurrency(
     m.run("wc", "1").await?;
     let socket = socket_of(&m, "wc")?;
     let direct = Arc::new(Direct::new(socket));
-    let url = m.url("/run/wc");
+    let path = "/run/wc";
+    let manager = Arc::new(KeptConnections::new(m.functions_addr));
     let mut levels = Vec::new();
     for callers in LEVELS {
         // At least a few calls per caller per slice.
@@ -96,11 +98,10 @@ pub async fn warm_concurrency(
         ));
         let (mut via_manager, mut straight) = (Side::default(), Side::default());
         for _ in 0..SLICES {
-            let client = m.client.clone();
-            let url = url.clone();
+            let manager = manager.clone();
             let calls = run_slice(callers, per_slice, move || {
-                let (client, url) = (client.clone(), url.clone());
-                async move { through_manager(&client, &url).await }
+                let manager = manager.clone();
+                async move { through_manager(&manager, path).await }
             });
             extend(&mut via_manager, calls.await?);
             let direct = direct.clone();
@@ -132,8 +133,8 @@ fn socket_of(m: &Manager, function: &str) -> anyhow::Result<std::path::PathBuf> 
     ))
 }
 
-async fn through_manager(client: &HttpClient, url: &str) -> anyhow::Result<Duration> {
-    let (status, took) = call(client, url, Bytes::from_static(b"1")).await?;
+async fn through_manager(manager: &KeptConnections, path: &str) -> anyhow::Result<Duration> {
+    let (status, took) = manager.post(path, Bytes::from_static(b"1")).await?;
     if status != 200 {
         bail!("a call through the manager answered {status}");
     }

@@ -156,10 +156,10 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime_for(&cli.command) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
+            eprintln!("error: starting the async runtime: {e:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -170,6 +170,17 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The manager's runtime has `OL_WORKER_THREADS` threads (see
+/// [`crate::config::worker_threads`]); other commands take tokio's default.
+/// The bench starts its managers on runtimes of their own, sized the same.
+fn runtime_for(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve = command {
+        builder.worker_threads(crate::config::worker_threads(&crate::config::env)?);
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
