@@ -281,6 +281,50 @@ impl Manager {
     }
 }
 
+/// Times `docker run --rm` of `image` running `python3 -c script`, with
+/// `mounts` (`-v` values), no network, and the bench's label (so the
+/// clean-up finds a container a killed run left).
+pub async fn time_docker_run(
+    image: &str,
+    mounts: &[String],
+    script: &str,
+) -> anyhow::Result<Duration> {
+    let mut args: Vec<String> = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--label",
+        "openlambda.bench=1",
+    ]
+    .map(String::from)
+    .to_vec();
+    for mount in mounts {
+        args.extend(["-v".to_string(), mount.clone()]);
+    }
+    args.extend([
+        image.to_string(),
+        "python3".into(),
+        "-c".into(),
+        script.to_string(),
+    ]);
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let out = std::process::Command::new("docker")
+            .args(&args)
+            .output()
+            .context("running docker")?;
+        if !out.status.success() {
+            bail!(
+                "docker run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(started.elapsed())
+    })
+    .await?
+}
+
 /// Progress on stderr, so stdout stays the report.
 pub fn progress(message: impl std::fmt::Display) {
     eprintln!("bench: {message}");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::harness::{progress, Env, Manager};
+use super::harness::{progress, time_docker_run, Env, Manager};
 use super::{BenchOptions, Stats};
 use crate::manifest::Runtime;
 
@@ -311,30 +311,7 @@ async fn docker_run(
     let paths: Vec<String> = dirs.iter().map(|d| format!("/packages/{d}")).collect();
     let script = format!("import sys\nsys.path[:0] = {paths:?}\n{setup}print(1)\n");
     let mount = format!("{}:/packages:ro", packages.display());
-    let image = image.to_string();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let out = std::process::Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--label",
-                "openlambda.bench=1",
-            ])
-            .args(["-v", &mount, &image, "python3", "-c", &script])
-            .output()
-            .context("running docker")?;
-        if !out.status.success() {
-            bail!(
-                "docker run failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(started.elapsed())
-    })
-    .await?
+    time_docker_run(image, &[mount], &script).await
 }
 
 /// The rows of `ol bench`'s table.

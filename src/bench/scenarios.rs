@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::harness::{call, http_client, progress, Env, KeptConnections};
+use super::harness::{call, http_client, progress, time_docker_run, Env, KeptConnections};
 use super::{BenchOptions, Stats};
 use crate::sandbox;
 
@@ -127,32 +127,7 @@ pub async fn cold(env: &Env, options: &BenchOptions) -> anyhow::Result<Cold> {
         crate::images::ensure(&docker, env.base_image(), crate::manifest::Runtime::Python).await?;
     let mut runs = Vec::new();
     for _ in 0..n {
-        let image = image.clone();
-        let took = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-            let started = Instant::now();
-            let out = std::process::Command::new("docker")
-                .args([
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                    "--label",
-                    "openlambda.bench=1",
-                    &image,
-                ])
-                .args(["python3", "-c", "import json; print(json.dumps(1))"])
-                .output()
-                .context("running docker")?;
-            if !out.status.success() {
-                bail!(
-                    "docker run failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(started.elapsed())
-        })
-        .await??;
-        runs.push(took);
+        runs.push(time_docker_run(&image, &[], "import json; print(json.dumps(1))").await?);
     }
     let docker_run = Stats::of(&runs);
     let no_prewarm = series.pop().expect("two series");
