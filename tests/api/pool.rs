@@ -121,9 +121,15 @@ async fn past_max_concurrency_calls_queue_then_get_429() {
     );
     let results = concurrent_runs(&app, "narrow", "1", 3).await;
     assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
-    // Two calls queued, so two more containers were started for them (one
-    // may have been served by the first container, if it freed up sooner).
-    assert_eq!(app.pool.containers("narrow").len(), 3);
+    // Never past the raised limit. How many containers served the calls
+    // depends on timing: a queued call may be served by the first container
+    // before one started for it is ready (seen on a quiet machine: 1, 2 or
+    // 3), so only the bound is asserted here.
+    let containers = app.pool.containers("narrow").len();
+    assert!(
+        (1..=3).contains(&containers),
+        "at most the raised limit: {containers}"
+    );
     app.stop().await;
 }
 
