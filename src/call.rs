@@ -1,11 +1,14 @@
 //! One call, end to end: lease a container, send the event, meter the call.
 
 mod attempt;
+mod detach;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use uuid::Uuid;
 
 use crate::function::FunctionSpec;
@@ -147,9 +150,10 @@ impl Origin {
     };
 }
 
-/// Runs one call of `function` with `event` (JSON bytes). The work runs in
-/// its own task: a caller that hangs up does not stop the call half-way, so
-/// the container goes back to the pool and the call is still metered.
+/// Runs one call of `function` with `event` (JSON bytes). A caller that
+/// hangs up does not stop the call half-way (it goes on in a task of its
+/// own), so the container goes back to the pool and the call is still
+/// metered.
 pub async fn call(
     state: AppState,
     function: Arc<FunctionSpec>,
@@ -167,13 +171,12 @@ pub async fn call_as(
     payload: Payload,
     origin: Origin,
 ) -> CallResult {
-    let task =
-        tokio::spawn(async move { run(&state, &function, request_id, payload, origin).await });
-    match task.await {
+    let call = async move { run(&state, &function, request_id, payload, origin).await };
+    match detach::Detachable::new(AssertUnwindSafe(call).catch_unwind()).await {
         Ok(result) => result,
-        Err(e) => CallResult {
+        Err(_) => CallResult {
             request_id,
-            outcome: Outcome::Failed(Failure::Platform(anyhow::anyhow!("call task failed: {e}"))),
+            outcome: Outcome::Failed(Failure::Platform(anyhow::anyhow!("the call panicked"))),
         },
     }
 }

@@ -300,6 +300,40 @@ async fn billing_by_day_and_as_csv() {
     app.stop().await;
 }
 
+/// The call runs in its caller's task until the caller hangs up, then in
+/// one of its own: it must finish, be recorded and billed in full, and give
+/// its container back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_caller_hangs_up_finishes_and_is_billed_in_full() {
+    let app = spawn_app().await;
+    app.deploy_ok("left", &[("f.py", PRINTER)]).await;
+    assert_eq!(app.run("left", "1").await.status(), 200);
+
+    let hung_up = tokio::time::timeout(
+        Duration::from_millis(400),
+        app.run("left", r#"{"sleep": 1.5}"#),
+    )
+    .await;
+    assert!(hung_up.is_err(), "the caller left before the answer");
+    let finished = eventually(Duration::from_secs(30), || async {
+        app.count(
+            "SELECT count(*) FROM invocations WHERE function = 'left' \
+             AND status = 'success' AND billed AND duration_ms >= 1500",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(
+        finished,
+        "the left call ran to its end and was billed for it"
+    );
+    // Its container went back to the pool: the next call finds it.
+    assert_eq!(app.run("left", "2").await.status(), 200);
+    assert_eq!(app.pool.containers("left").len(), 1);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_go_on_while_postgres_is_away_and_every_record_arrives_once() {
     let pg = OwnPostgres::start();
