@@ -49,6 +49,7 @@ is used, so the image stays small and starts fast.
 
 import asyncio
 import base64
+import gc
 import importlib
 import inspect
 import io
@@ -234,8 +235,19 @@ def preimport(spec):
     # of a Flask app's first request, 1 MB: taken here, where a set's
     # imports already are, not in every container (a plain one stays lean).
     importlib.import_module("encodings.idna")
+    settle_heap()
     preimported = imported
     return imported, failed
+
+
+def settle_heap():
+    """Collect once, then move every object alive now (the server's and the
+    cached packages' modules) out of the garbage collector's sight: they
+    live as long as the process, and a collection that walks them on a
+    call (a full one over a cached Flask's 30,000 objects takes about 6 ms)
+    is wasted work."""
+    gc.collect()
+    gc.freeze()
 
 
 class LambdaContext:
@@ -620,6 +632,7 @@ def main():
     server = UnixServer(SOCKET_PATH, Handler)
     server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     print("openlambda runtime listening on %s" % SOCKET_PATH, flush=True)
+    settle_heap()
     server.serve_forever()
 
 

@@ -13,12 +13,14 @@ use crate::helpers::{eventually, json, spawn_app_with, TestApp};
 use crate::runtimes::ca_bundle;
 
 /// Reports whether six was imported before the handler's module asked for
-/// it: true only in a container whose runtime imported it already.
-const SIX_HANDLER: &str = "import sys
+/// it: true only in a container whose runtime imported it already; and how
+/// many objects the runtime froze out of the garbage collector's sight.
+const SIX_HANDLER: &str = "import gc, sys
 preimported = 'six' in sys.modules
 import six
 def f(event):
-    return {'preimported': preimported, 'version': six.__version__, 'file': six.__file__}
+    return {'preimported': preimported, 'version': six.__version__, 'file': six.__file__,
+            'frozen': gc.get_freeze_count()}
 ";
 
 fn pinned(settings: &mut Settings, sets: &[&[(&str, &str)]]) {
@@ -113,6 +115,10 @@ async fn a_pinned_version_is_served_from_its_cache_and_another_version_never_is(
         .unwrap()
         .starts_with("/packages/six-1.16.0/"));
     assert_eq!(last_start(&app, "six16").await, "import-cache");
+    // Every runtime froze its own heap; one of the cache, its set's too.
+    let frozen = |reply: &serde_json::Value| reply["frozen"].as_u64().unwrap_or_default();
+    assert!(frozen(&other) > 0, "{other}");
+    assert!(frozen(&served) > frozen(&other), "{served} {other}");
     // The next call is warm, in the same container.
     call(&app, "six16").await;
     assert_eq!(last_start(&app, "six16").await, "running");
