@@ -149,12 +149,7 @@ impl Env {
         // Its own runtime, sized as `ol serve` sizes its one: the bench's
         // callers (on this runtime) share its threads no more than a
         // client process shares a manager's.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.worker_threads)
-            .thread_name(format!("ol-bench-{label}"))
-            .enable_all()
-            .build()
-            .context("starting the manager's runtime")?;
+        let runtime = OwnRuntime::new(&format!("ol-bench-{label}"), settings.worker_threads)?;
         let app = runtime.spawn(Application::build(settings)).await??;
         let addr = app.local_addr();
         let functions_addr = app.functions_addr();
@@ -164,7 +159,7 @@ impl Env {
             let _ = rx.await;
         }));
         Ok(Manager {
-            runtime: OwnRuntime(Some(runtime)),
+            runtime,
             addr,
             functions_addr,
             state,
@@ -213,7 +208,28 @@ pub struct Manager {
 
 /// A manager's runtime, shut down without waiting when the manager goes
 /// (a runtime cannot be dropped from inside another one).
-struct OwnRuntime(Option<tokio::runtime::Runtime>);
+pub struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    /// A multi-threaded runtime of `threads` threads named `name`.
+    pub fn new(name: &str, threads: usize) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting the runtime {name}"))?;
+        Ok(Self(Some(runtime)))
+    }
+
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.as_ref().expect("a running runtime").spawn(future)
+    }
+}
 
 impl Drop for OwnRuntime {
     fn drop(&mut self) {

@@ -1,26 +1,35 @@
 //! The `warm-concurrency` scenario of `ol bench`: warm calls of a trivial
 //! Python handler by 1, 8 and 32 callers at once, through the manager
-//! against the same runtime server called straight on its socket. Both
-//! ways keep their connections (one per call in flight), as the manager
+//! against the same runtime server called straight on its socket. Every
+//! way keeps its connections (one per call in flight), as the manager
 //! keeps its own to the runtime.
+//!
+//! A third way measures the floor of any platform that proxies HTTP to its
+//! containers: a bare proxy, served as the manager's listeners are (the
+//! same server loop, on its own runtime sized as the manager's), that hands
+//! each body to the runtime server over a kept connection and answers with
+//! the reply, doing nothing else (no lease, no meter, no record). Manager / proxy is what the manager's own work costs;
+//! proxy / direct is what the second hop costs.
 //!
 //! The function serves 32 calls at once in one container
 //! (`concurrency: 32`, `max_concurrency: 1`), so every caller is served
 //! warm by the same server both ways, and both send the same request (the
-//! request description and body `/run` sends). At each level the two ways
-//! take turns in slices, so that the machine's noise falls on both.
+//! request description and body `/run` sends). At each level the ways take
+//! turns in slices, so that the machine's noise falls on all of them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::check::{at_least, at_most, Check};
-use super::harness::{progress, Env, KeptConnections, Manager};
+use super::harness::{progress, Env, KeptConnections, Manager, OwnRuntime};
 use super::{BenchOptions, Stats};
-use crate::sandbox::{self, Connections, Payload, RequestMeta};
+use crate::config::Settings;
+use crate::sandbox::{self, Connections, Payload, Reply, RequestMeta};
 
 const ECHO: &str = "def f(event):\n    return event\n";
 /// Callers at once, per level.
@@ -42,12 +51,17 @@ pub struct WarmConcurrency {
 pub struct Level {
     pub callers: usize,
     pub manager: Stats,
+    /// The bare proxy in front of the same runtime server.
+    pub proxy: Stats,
     pub direct: Stats,
     /// Calls per second, each way.
     pub manager_per_s: f64,
+    pub proxy_per_s: f64,
     pub direct_per_s: f64,
     /// Manager p50 / direct p50 (lower is better).
     pub p50_ratio: f64,
+    /// Bare proxy p50 / direct p50: the second hop's share of `p50_ratio`.
+    pub proxy_p50_ratio: f64,
     /// Manager calls/s / direct calls/s (higher is better).
     pub throughput_ratio: f64,
 }
@@ -85,9 +99,11 @@ pub async fn warm_concurrency(
     .await?;
     m.run("wc", "1").await?;
     let socket = socket_of(&m, "wc")?;
-    let direct = Arc::new(Direct::new(socket));
+    let direct = Arc::new(Direct::new(socket.clone()));
     let path = "/run/wc";
     let manager = Arc::new(KeptConnections::new(m.functions_addr));
+    let bare = Proxy::start(Direct::new(socket), &m.state.settings).await?;
+    let proxy = Arc::new(KeptConnections::new(bare.addr));
     let mut levels = Vec::new();
     for callers in LEVELS {
         // At least a few calls per caller per slice.
@@ -96,14 +112,16 @@ pub async fn warm_concurrency(
             "warm-concurrency: {callers} callers, {} calls each way",
             per_slice * SLICES
         ));
-        let (mut via_manager, mut straight) = (Side::default(), Side::default());
+        let (mut via_manager, mut via_proxy, mut straight): (Side, Side, Side) = Default::default();
         for _ in 0..SLICES {
-            let manager = manager.clone();
-            let calls = run_slice(callers, per_slice, move || {
-                let manager = manager.clone();
-                async move { through_manager(&manager, path).await }
-            });
-            extend(&mut via_manager, calls.await?);
+            for (side, through) in [(&mut via_manager, &manager), (&mut via_proxy, &proxy)] {
+                let through = through.clone();
+                let calls = run_slice(callers, per_slice, move || {
+                    let through = through.clone();
+                    async move { post(&through, path).await }
+                });
+                extend(side, calls.await?);
+            }
             let direct = direct.clone();
             let calls = run_slice(callers, per_slice, move || {
                 let direct = direct.clone();
@@ -111,7 +129,7 @@ pub async fn warm_concurrency(
             });
             extend(&mut straight, calls.await?);
         }
-        levels.push(Level::of(callers, &via_manager, &straight));
+        levels.push(Level::of(callers, &via_manager, &via_proxy, &straight));
     }
     if m.state.pool.containers("wc").len() != 1 {
         bail!("the calls were not all served by one container");
@@ -133,12 +151,61 @@ fn socket_of(m: &Manager, function: &str) -> anyhow::Result<std::path::PathBuf> 
     ))
 }
 
-async fn through_manager(manager: &KeptConnections, path: &str) -> anyhow::Result<Duration> {
-    let (status, took) = manager.post(path, Bytes::from_static(b"1")).await?;
+/// A call through the manager or the bare proxy.
+async fn post(through: &KeptConnections, path: &str) -> anyhow::Result<Duration> {
+    let (status, took) = through.post(path, Bytes::from_static(b"1")).await?;
     if status != 200 {
-        bail!("a call through the manager answered {status}");
+        bail!("a call through {path} answered {status}");
     }
     Ok(took)
+}
+
+/// The bare proxy: `POST /run/wc` hands the body to the runtime server as
+/// the manager's `/run` would, and answers with the handler's reply.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    _runtime: OwnRuntime,
+}
+
+impl Proxy {
+    /// Serves on loopback as the manager's listeners serve (the same
+    /// server loop and bounds), on a runtime of `settings.worker_threads`.
+    async fn start(runtime_server: Direct, settings: &Settings) -> anyhow::Result<Self> {
+        let runtime = OwnRuntime::new("ol-bench-proxy", settings.worker_threads)?;
+        let server = Arc::new(runtime_server);
+        let app = axum::Router::new().route(
+            "/run/wc",
+            axum::routing::post(move |body: Bytes| {
+                let server = server.clone();
+                async move {
+                    match server.forward(body).await {
+                        Ok(reply) => (StatusCode::OK, reply.body),
+                        Err(e) => (StatusCode::BAD_GATEWAY, Bytes::from(e.to_string())),
+                    }
+                }
+            }),
+        );
+        let listener = runtime
+            .spawn(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .await?
+            .context("binding the bare proxy")?;
+        let addr = listener.local_addr()?;
+        let limits = crate::serve::Limits {
+            max_connections: settings.max_connections,
+            header_timeout: settings.header_timeout,
+            body_timeout: settings.body_timeout,
+        };
+        runtime.spawn(crate::serve::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
+        Ok(Self {
+            addr,
+            _runtime: runtime,
+        })
+    }
 }
 
 /// The runtime server, called on its socket as the manager calls it.
@@ -171,9 +238,15 @@ impl Direct {
 
     async fn call(&self) -> anyhow::Result<Duration> {
         let started = Instant::now();
+        self.forward(Bytes::from_static(b"1")).await?;
+        Ok(started.elapsed())
+    }
+
+    /// `body` to the handler; its answer, which must be a 200.
+    async fn forward(&self, body: Bytes) -> anyhow::Result<Reply> {
         let payload = Payload::Http {
             meta: self.meta.clone(),
-            body: Bytes::from_static(b"1"),
+            body,
         };
         let (body, meta_length) = payload.framed()?;
         let reply = sandbox::request(
@@ -187,9 +260,9 @@ impl Direct {
         )
         .await?;
         if reply.status != 200 {
-            bail!("a direct call answered {}", reply.status);
+            bail!("the runtime server answered {}", reply.status);
         }
-        Ok(started.elapsed())
+        Ok(reply)
     }
 }
 
@@ -232,15 +305,20 @@ fn extend(side: &mut Side, (samples, took): (Vec<Duration>, Duration)) {
 }
 
 impl Level {
-    fn of(callers: usize, manager: &Side, direct: &Side) -> Self {
-        let (m, d) = (Stats::of(&manager.samples), Stats::of(&direct.samples));
+    fn of(callers: usize, manager: &Side, proxy: &Side, direct: &Side) -> Self {
+        let m = Stats::of(&manager.samples);
+        let p = Stats::of(&proxy.samples);
+        let d = Stats::of(&direct.samples);
         Self {
             callers,
             p50_ratio: m.p50_ms / d.p50_ms,
+            proxy_p50_ratio: p.p50_ms / d.p50_ms,
             throughput_ratio: manager.per_s() / direct.per_s(),
             manager_per_s: manager.per_s(),
+            proxy_per_s: proxy.per_s(),
             direct_per_s: direct.per_s(),
             manager: m,
+            proxy: p,
             direct: d,
         }
     }
@@ -254,16 +332,35 @@ impl WarmConcurrency {
         for l in &self.levels {
             rows.push((
                 scenario(),
-                format!("{:>2} callers: p50 / p99 manager, direct (ms)", l.callers),
                 format!(
-                    "{:.2} / {:.2}, {:.2} / {:.2}",
-                    l.manager.p50_ms, l.manager.p99_ms, l.direct.p50_ms, l.direct.p99_ms
+                    "{:>2} callers: p50 / p99 manager, bare proxy, direct (ms)",
+                    l.callers
+                ),
+                format!(
+                    "{:.2} / {:.2}, {:.2} / {:.2}, {:.2} / {:.2}",
+                    l.manager.p50_ms,
+                    l.manager.p99_ms,
+                    l.proxy.p50_ms,
+                    l.proxy.p99_ms,
+                    l.direct.p50_ms,
+                    l.direct.p99_ms
                 ),
             ));
             rows.push((
                 scenario(),
-                format!("{:>2} callers: calls/s manager, direct", l.callers),
-                format!("{:.0}, {:.0}", l.manager_per_s, l.direct_per_s),
+                format!(
+                    "{:>2} callers: calls/s manager, bare proxy, direct",
+                    l.callers
+                ),
+                format!(
+                    "{:.0}, {:.0}, {:.0}",
+                    l.manager_per_s, l.proxy_per_s, l.direct_per_s
+                ),
+            ));
+            rows.push((
+                scenario(),
+                format!("{:>2} callers: p50 bare proxy / direct", l.callers),
+                format!("{:.2}", l.proxy_p50_ratio),
             ));
             rows.push((
                 scenario(),
@@ -314,10 +411,13 @@ mod tests {
         Level {
             callers,
             manager: Stats::default(),
+            proxy: Stats::default(),
             direct: Stats::default(),
             manager_per_s: 0.0,
+            proxy_per_s: 0.0,
             direct_per_s: 0.0,
             p50_ratio,
+            proxy_p50_ratio: 1.0,
             throughput_ratio,
         }
     }

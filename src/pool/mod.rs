@@ -299,6 +299,11 @@ impl Pool {
         self.inner.state.lock().unwrap().status()
     }
 
+    /// Containers being removed now (benchmarks wait for none).
+    pub fn removing(&self) -> usize {
+        self.inner.removing.load(Ordering::Acquire)
+    }
+
     /// Plain prewarmed `runtime` containers ready now (`runtime` as in
     /// `OL_POOL_PREWARM_RUNTIMES`; 0 for an unknown one).
     pub fn prewarmed(&self, runtime: &str) -> usize {
