@@ -47,7 +47,6 @@ header X-Ol-Result-Length says where the body ends. Only the standard library
 is used, so the image stays small and starts fast.
 """
 
-import asyncio
 import base64
 import gc
 import importlib
@@ -394,6 +393,9 @@ def wsgi_call(app, meta, body):
 
 
 def asgi_call(app, meta, body):
+    # Imported by /load for an ASGI app (see there); a no-op here.
+    import asyncio
+
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -550,6 +552,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         handler_fn = fn
         style = detect_style(name, fn)
+        if style == "asgi":
+            # Only ASGI apps need asyncio: 2.8 MB that every other
+            # container leaves to its handler, imported here so that the
+            # first call does not pay for it.
+            importlib.import_module("asyncio")
         loaded = {
             "handler": "%s.%s" % (spec["module"], name),
             "function_name": spec.get("function_name", ""),

@@ -126,23 +126,30 @@ def lambda_handler(event, context):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wsgi_and_asgi_apps_see_the_request_and_answer_it() {
     let app = spawn_app().await;
+    // Each also says whether the runtime imported asyncio: only for an
+    // ASGI app, so that every other container leaves its memory to the
+    // handler.
     let wsgi = r#"
+import sys
 def app(environ, start_response):
     body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     text = "%s %s ?%s [%s] %s" % (environ["REQUEST_METHOD"], environ["PATH_INFO"],
         environ["QUERY_STRING"], environ.get("HTTP_X_THING", ""), body.decode())
     start_response("202 Accepted", [("Content-Type", "text/plain"), ("Set-Cookie", "w=1"),
-                                    ("Set-Cookie", "w=2")])
+                                    ("Set-Cookie", "w=2"),
+                                    ("X-Asyncio", str("asyncio" in sys.modules))])
     return [text.encode()]
 "#;
     let asgi = r#"
+import sys
 async def app(scope, receive, send):
     message = await receive()
     headers = dict(scope["headers"])
     text = "%s %s ?%s [%s] %s" % (scope["method"], scope["path"], scope["query_string"].decode(),
         headers.get(b"x-thing", b"").decode(), message["body"].decode())
     await send({"type": "http.response.start", "status": 418,
-                "headers": [(b"content-type", b"text/plain"), (b"x-style", b"asgi")]})
+                "headers": [(b"content-type", b"text/plain"), (b"x-style", b"asgi"),
+                            (b"x-asyncio", str("asyncio" in sys.modules).encode())]})
     await send({"type": "http.response.body", "body": text.encode()})
 "#;
     app.deploy_ok(
@@ -166,6 +173,8 @@ async def app(scope, receive, send):
             .unwrap();
         assert_eq!(response.status(), status, "{name}");
         assert_eq!(response.headers()["content-type"], "text/plain", "{name}");
+        let asyncio = if name == "asgi" { "True" } else { "False" };
+        assert_eq!(response.headers()["x-asyncio"], asyncio, "{name}");
         if name == "wsgi" {
             let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().collect();
             assert_eq!(cookies.len(), 2, "repeated headers pass through");
