@@ -32,6 +32,10 @@ use crate::config::Settings;
 use crate::sandbox::{self, Connections, Payload, Reply, RequestMeta};
 
 const ECHO: &str = "def f(event):\n    return event\n";
+/// The function every way calls, and its path through the manager (and
+/// the bare proxy).
+const FUNCTION: &str = "wc";
+const PATH: &str = "/run/wc";
 /// Callers at once, per level.
 const LEVELS: [usize; 3] = [1, 8, 32];
 /// Turns each way takes per level.
@@ -92,15 +96,14 @@ pub async fn warm_concurrency(
         .await?;
     let top = LEVELS[LEVELS.len() - 1];
     m.deploy(
-        "wc",
+        FUNCTION,
         ECHO,
         &format!("concurrency: {top}\nmax_concurrency: 1\n"),
     )
     .await?;
-    m.run("wc", "1").await?;
-    let socket = socket_of(&m, "wc")?;
+    m.run(FUNCTION, "1").await?;
+    let socket = socket_of(&m, FUNCTION)?;
     let direct = Arc::new(Direct::new(socket.clone()));
-    let path = "/run/wc";
     let manager = Arc::new(KeptConnections::new(m.functions_addr));
     let bare = Proxy::start(Direct::new(socket), &m.state.settings).await?;
     let proxy = Arc::new(KeptConnections::new(bare.addr));
@@ -114,11 +117,15 @@ pub async fn warm_concurrency(
         ));
         let (mut via_manager, mut via_proxy, mut straight): (Side, Side, Side) = Default::default();
         for _ in 0..SLICES {
-            for (side, through) in [(&mut via_manager, &manager), (&mut via_proxy, &proxy)] {
+            let ways = [
+                (&mut via_manager, &manager, "the manager"),
+                (&mut via_proxy, &proxy, "the bare proxy"),
+            ];
+            for (side, through, way) in ways {
                 let through = through.clone();
                 let calls = run_slice(callers, per_slice, move || {
                     let through = through.clone();
-                    async move { post(&through, path).await }
+                    async move { post(&through, way).await }
                 });
                 extend(side, calls.await?);
             }
@@ -131,7 +138,7 @@ pub async fn warm_concurrency(
         }
         levels.push(Level::of(callers, &via_manager, &via_proxy, &straight));
     }
-    if m.state.pool.containers("wc").len() != 1 {
+    if m.state.pool.containers(FUNCTION).len() != 1 {
         bail!("the calls were not all served by one container");
     }
     m.stop().await?;
@@ -151,16 +158,16 @@ fn socket_of(m: &Manager, function: &str) -> anyhow::Result<std::path::PathBuf> 
     ))
 }
 
-/// A call through the manager or the bare proxy.
-async fn post(through: &KeptConnections, path: &str) -> anyhow::Result<Duration> {
-    let (status, took) = through.post(path, Bytes::from_static(b"1")).await?;
+/// A call of [`PATH`] through `way`, the manager or the bare proxy.
+async fn post(through: &KeptConnections, way: &str) -> anyhow::Result<Duration> {
+    let (status, took) = through.post(PATH, Bytes::from_static(b"1")).await?;
     if status != 200 {
-        bail!("a call through {path} answered {status}");
+        bail!("a call through {way} answered {status}");
     }
     Ok(took)
 }
 
-/// The bare proxy: `POST /run/wc` hands the body to the runtime server as
+/// The bare proxy: `POST` to [`PATH`] hands the body to the runtime server as
 /// the manager's `/run` would, and answers with the handler's reply.
 struct Proxy {
     addr: std::net::SocketAddr,
@@ -174,7 +181,7 @@ impl Proxy {
         let runtime = OwnRuntime::new("ol-bench-proxy", settings.worker_threads)?;
         let server = Arc::new(runtime_server);
         let app = axum::Router::new().route(
-            "/run/wc",
+            PATH,
             axum::routing::post(move |body: Bytes| {
                 let server = server.clone();
                 async move {
@@ -221,7 +228,7 @@ impl Direct {
         let meta = RequestMeta {
             method: "POST".into(),
             path: "/".into(),
-            script_name: "/run/wc".into(),
+            script_name: PATH.into(),
             run: true,
             query: String::new(),
             headers: vec![("content-length".into(), "1".into())],
