@@ -12,6 +12,9 @@ use super::protocol::request;
 use super::{layout, Crash, Failure, Sandbox};
 use bollard::query_parameters::{InspectContainerOptions, LogsOptionsBuilder};
 
+/// Looks at a SIGKILLed container's OOM flag, 50 ms apart: 2 s in all.
+const OOM_CHECKS: u32 = 40;
+
 impl Sandboxes {
     /// Waits until the runtime server answers on its socket.
     pub(super) async fn wait_ready(
@@ -75,7 +78,9 @@ impl Sandboxes {
         Failure::Platform(error.context("talking to the runtime server"))
     }
 
-    /// `Some(reason)` when the container is no longer running.
+    /// `Some(reason)` when the container is no longer running. A SIGKILL
+    /// exit is looked at [`OOM_CHECKS`] times, 50 ms apart, for the
+    /// engine's OOM flag.
     async fn stopped(&self, sandbox: &Sandbox) -> Option<Failure> {
         let mut checks = 0;
         loop {
@@ -100,9 +105,10 @@ impl Sandboxes {
             }
             let code = state.exit_code.unwrap_or(-1);
             // Killed (SIGKILL): the engine may learn of an OOM kill only
-            // after the exit, so look again for a moment before calling it
-            // a crash.
-            if code == 137 && checks < 10 {
+            // after the exit, so look again for a while before calling it
+            // a crash (half a second was too short once on a loaded host:
+            // an OOM kill recorded as a crash).
+            if code == 137 && checks < OOM_CHECKS {
                 checks += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
